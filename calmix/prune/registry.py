@@ -1,0 +1,55 @@
+"""Registry of pruning methods and one uniform way to call them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+from torch import Tensor
+
+from calmix.errors import CalmixError
+from calmix.prune.magnitude import magnitude_prune
+from calmix.prune.masks import PruneResult
+from calmix.prune.sparsegpt import sparsegpt_prune
+from calmix.prune.wanda import wanda_prune
+
+
+@dataclass(frozen=True)
+class Pruner:
+    """A pruning method: its name, the input statistic it needs, and its pure function."""
+
+    name: str
+    stats: Literal["hessian", "xnorm", None]
+    fn: Callable[..., PruneResult]
+    description: str
+
+
+PRUNERS: dict[str, Pruner] = {
+    "sparsegpt": Pruner("sparsegpt", "hessian", sparsegpt_prune,
+                        "SparseGPT: OBS pruning with weight reconstruction, needs H = 2XXᵀ/n"),
+    "wanda": Pruner("wanda", "xnorm", wanda_prune,
+                    "Wanda: |W|·||X_j||, lowest per output row, no weight update"),
+    "magnitude": Pruner("magnitude", None, magnitude_prune,
+                        "Magnitude: |W|, one threshold per layer, no calibration data"),
+}
+
+
+def get_pruner(name: str) -> Pruner:
+    """The registered pruner called name; CalmixError naming the choices otherwise."""
+    try:
+        return PRUNERS[name]
+    except (KeyError, TypeError):
+        raise CalmixError(f"unknown pruning method {name!r}: choose one of {', '.join(sorted(PRUNERS))}") from None
+
+
+def apply_pruner(pruner: Pruner, W: Tensor, stat: Tensor | None, sparsity: float, n: int = 0, m: int = 0,
+                 **opts) -> PruneResult:
+    """Call pruner on W with its statistic (H, xnorm_sq or None); opts (blocksize, percdamp) go to sparsegpt."""
+    if pruner.stats is None:
+        return pruner.fn(W, sparsity, n, m)
+    if stat is None:
+        raise CalmixError(f"pruning method {pruner.name!r} needs the '{pruner.stats}' input statistic: "
+                          f"collect calibration statistics first")
+    if pruner.stats == "hessian":
+        return pruner.fn(W, stat, sparsity, n, m, **opts)
+    return pruner.fn(W, stat, sparsity, n, m)
