@@ -8,7 +8,7 @@ from calmix.prune.masks import PruneResult, apply_mask, nm_mask, unstructured_ma
 
 
 def magnitude_prune(W: Tensor, sparsity: float, n: int = 0, m: int = 0) -> PruneResult:
-    """Prune the smallest |W| over the whole matrix (exactly int(sparsity*numel)) or n in every m."""
+    """Prune the smallest |W| over the whole matrix (exactly int(sparsity*numel)) or n in every m (m > 0: sparsity unused)."""
     validate_pattern(sparsity, n, m, W.shape[1])
     scores = W.detach().float().abs()
     mask = nm_mask(scores, n, m) if m else unstructured_mask(scores, sparsity)

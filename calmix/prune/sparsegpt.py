@@ -90,7 +90,7 @@ def _inverse_cholesky(H: Tensor, damp: float, max_tries: int) -> tuple[Tensor, f
 
 def sparsegpt_prune(W: Tensor, H: Tensor, sparsity: float, n: int = 0, m: int = 0, blocksize: int = 128,
                     percdamp: float = 0.01, max_damp_tries: int = 5) -> PruneResult:
-    """Prune W [out, in] given H = 2XXᵀ/n [in, in] by SparseGPT; unstructured or N:M."""
+    """Prune W [out, in] given H = 2XXᵀ/n [in, in] by SparseGPT; unstructured, or N:M when m > 0 (sparsity unused)."""
     rows, cols = W.shape
     validate_pattern(sparsity, n, m, cols)
     if H.shape != (cols, cols):

@@ -14,7 +14,7 @@ from calmix.prune.masks import PruneResult, apply_mask, nm_mask, unstructured_ma
 
 
 def wanda_prune(W: Tensor, xnorm_sq: Tensor, sparsity: float, n: int = 0, m: int = 0) -> PruneResult:
-    """Prune the lowest |W|*sqrt(xnorm_sq) per row (int(sparsity*cols) each) or n in every m."""
+    """Prune the lowest |W|*sqrt(xnorm_sq) per row (int(sparsity*cols) each) or n in every m (m > 0: sparsity unused)."""
     validate_pattern(sparsity, n, m, W.shape[1])
     if xnorm_sq.shape != (W.shape[1],):
         raise ValueError(f"xnorm_sq has shape {tuple(xnorm_sq.shape)}, expected ({W.shape[1]},)")
