@@ -1,0 +1,306 @@
+"""Study configuration: a TOML file (or a preset name) read into validated dataclasses."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import re
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from calmix.errors import CalmixError
+
+GENERATED_KINDS = ("selfcal", "sgs", "igsp")
+BACKENDS = ("local", "ray")
+_PATTERN_RE = re.compile(r"^(\d+):(\d+)$")
+_LABEL_RE = re.compile(r"^[A-Za-z0-9_.+=,:\-]+$")
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One calibration strategy of the grid: a label, its build_calib spec, and its kind."""
+
+    label: str
+    spec: str
+    kind: str  # "source" | "mix" | "generated"
+
+
+@dataclass
+class StudyConfig:
+    """Everything that defines a study grid (model, calibration, pruning, evaluation, seeds)."""
+
+    name: str = "study"
+    model: str = "default"
+    dtype: str = "float32"
+    device: str = "cpu"
+    seeds: list[int] = field(default_factory=lambda: [0])
+    reference: str | None = None
+    nsamples: int = 16
+    seqlen: int = 256
+    sources: list[str] = field(default_factory=list)
+    mixes: dict[str, str] = field(default_factory=dict)
+    generated: dict[str, str] = field(default_factory=dict)
+    methods: list[str] = field(default_factory=lambda: ["sparsegpt"])
+    sparsities: list[float] = field(default_factory=lambda: [0.6])
+    patterns: list[str] = field(default_factory=lambda: ["unstructured"])
+    blocksize: int = 128
+    percdamp: float = 0.01
+    true_sequential: bool = True
+    suite: str = "small-offline"
+    limit: int | None = None
+    tasks: list[str] | None = None
+    eval_seed: int = 0
+
+    @property
+    def strategies(self) -> list[Strategy]:
+        """Single sources, then mixes, then self-generated strategies, in config order."""
+        out = [Strategy(s, s, "source") for s in self.sources]
+        out += [Strategy(k, v, "mix") for k, v in self.mixes.items()]
+        out += [Strategy(k, v, "generated") for k, v in self.generated.items()]
+        return out
+
+    def to_toml_dict(self) -> dict:
+        """The config in the TOML layout that `parse_config` reads back to an equal config."""
+        study = {"name": self.name, "model": self.model, "dtype": self.dtype, "device": self.device,
+                 "seeds": list(self.seeds)}
+        if self.reference is not None:
+            study["reference"] = self.reference
+        evald: dict[str, Any] = {"suite": self.suite, "seed": self.eval_seed}
+        if self.limit is not None:
+            evald["limit"] = self.limit
+        if self.tasks is not None:
+            evald["tasks"] = list(self.tasks)
+        return {
+            "study": study,
+            "calib": {"nsamples": self.nsamples, "seqlen": self.seqlen, "sources": list(self.sources),
+                      "mixes": dict(self.mixes), "generated": dict(self.generated)},
+            "prune": {"methods": list(self.methods), "sparsities": list(self.sparsities),
+                      "patterns": list(self.patterns), "blocksize": self.blocksize, "percdamp": self.percdamp,
+                      "true_sequential": self.true_sequential},
+            "eval": evald,
+        }
+
+    def fingerprint(self) -> str:
+        """Hash of everything that changes results (device and name excluded): equal configs, equal hash."""
+        d = dataclasses.asdict(self)
+        d.pop("device")
+        d.pop("name")
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+# key -> (section, field name, expected type description)
+_SCHEMA: dict[str, dict[str, str]] = {
+    "study": {"name": "name", "model": "model", "dtype": "dtype", "device": "device", "seeds": "seeds",
+              "reference": "reference"},
+    "calib": {"nsamples": "nsamples", "seqlen": "seqlen", "sources": "sources", "mixes": "mixes",
+              "generated": "generated"},
+    "prune": {"methods": "methods", "sparsities": "sparsities", "patterns": "patterns", "blocksize": "blocksize",
+              "percdamp": "percdamp", "true_sequential": "true_sequential"},
+    "eval": {"suite": "suite", "limit": "limit", "tasks": "tasks", "seed": "eval_seed"},
+}
+
+
+def _err(key: str, msg: str) -> CalmixError:
+    return CalmixError(f"study config: `{key}` {msg}")
+
+
+def _str(key: str, v: Any) -> str:
+    if not isinstance(v, str) or not v.strip():
+        raise _err(key, f"must be a non-empty string, got {v!r}")
+    return v.strip()
+
+
+def _int(key: str, v: Any, lo: int = 1) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+        raise _err(key, f"must be an integer >= {lo}, got {v!r}")
+    return v
+
+
+def _list(key: str, v: Any, item, allow_empty: bool = False) -> list:
+    if not isinstance(v, list):
+        raise _err(key, f"must be a list, got {v!r}")
+    if not v and not allow_empty:
+        raise _err(key, "must not be empty")
+    out = [item(f"{key}[{i}]", x) for i, x in enumerate(v)]
+    dups = sorted({x for x in out if out.count(x) > 1}, key=str)
+    if dups:
+        raise _err(key, f"has duplicates: {dups}")
+    return out
+
+
+def _sparsity(key: str, v: Any) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0.0 < float(v) < 1.0:
+        raise _err(key, f"must be a fraction strictly between 0 and 1 (e.g. 0.6), got {v!r}")
+    return round(float(v), 6)
+
+
+def _pattern(key: str, v: Any) -> str:
+    v = _str(key, v)
+    if v == "unstructured":
+        return v
+    m = _PATTERN_RE.match(v)
+    if not m or not 0 < int(m.group(1)) < int(m.group(2)):
+        raise _err(key, f"must be 'unstructured' or 'N:M' with 0 < N < M (e.g. '2:4'), got {v!r}")
+    return v
+
+
+def _labelled(key: str, v: Any) -> dict[str, str]:
+    """A list of specs (label = spec) or a table label -> spec."""
+    if isinstance(v, list):
+        specs = _list(key, v, _str, allow_empty=True)
+        return {s: s for s in specs}
+    if isinstance(v, dict):
+        out = {}
+        for label, spec in v.items():
+            if not _LABEL_RE.match(label):
+                raise _err(f"{key}.{label}", "is not a usable label: use letters, digits and - _ . only")
+            out[label] = _str(f"{key}.{label}", spec)
+        return out
+    raise _err(key, f"must be a list of calibration specs or a table label = spec, got {v!r}")
+
+
+def _known_pruners() -> list[str] | None:
+    try:
+        from calmix.prune.registry import PRUNERS
+    except Exception:  # noqa: BLE001 - registry not importable: skip the name check
+        return None
+    return sorted(PRUNERS)
+
+
+def _known_sources() -> list[str] | None:
+    try:
+        from calmix.calib import SOURCES
+    except Exception:  # noqa: BLE001 - calibration registry not importable: skip the name check
+        return None
+    return sorted(SOURCES)
+
+
+def _is_file_source(spec: str) -> bool:
+    """A calibration source given as `file:PATH[:field]` or an existing file or folder."""
+    return spec.startswith("file:") or Path(spec).expanduser().exists()
+
+
+def parse_config(data: dict, where: str = "config") -> StudyConfig:
+    """Validate a TOML dict into a StudyConfig; any problem raises CalmixError naming the key."""
+    if not isinstance(data, dict):
+        raise CalmixError(f"study config {where}: expected a TOML table")
+    for section, value in data.items():
+        if section not in _SCHEMA:
+            raise _err(section, f"is not a known section (known: {', '.join(_SCHEMA)})")
+        if not isinstance(value, dict):
+            raise _err(section, "must be a table, e.g. [" + section + "]")
+        for key in value:
+            if key not in _SCHEMA[section]:
+                raise _err(f"{section}.{key}", f"is not a known key (known in [{section}]: "
+                                                f"{', '.join(_SCHEMA[section])})")
+    s, c, p, e = (data.get(k, {}) for k in ("study", "calib", "prune", "eval"))
+    cfg = StudyConfig()
+    if "name" in s:
+        cfg.name = _str("study.name", s["name"])
+    if "model" in s:
+        cfg.model = _str("study.model", s["model"])
+    if "dtype" in s:
+        cfg.dtype = _str("study.dtype", s["dtype"])
+        if cfg.dtype not in ("float32", "float16", "bfloat16"):
+            raise _err("study.dtype", f"must be float32, float16 or bfloat16, got {cfg.dtype!r}")
+    if "device" in s:
+        cfg.device = _str("study.device", s["device"])
+    if "seeds" in s:
+        cfg.seeds = _list("study.seeds", s["seeds"], lambda k, v: _int(k, v, lo=0))
+    if "nsamples" in c:
+        cfg.nsamples = _int("calib.nsamples", c["nsamples"])
+    if "seqlen" in c:
+        cfg.seqlen = _int("calib.seqlen", c["seqlen"], lo=2)
+    cfg.sources = _list("calib.sources", c.get("sources", []), _str, allow_empty=True)
+    for i, src in enumerate(cfg.sources):
+        if src.startswith("mix:") or src in ("uniform", "all", "uniform-offline"):
+            raise _err(f"calib.sources[{i}]", f"{src!r} is a mix: list it under calib.mixes")
+        if src.split(":")[0] in GENERATED_KINDS:
+            raise _err(f"calib.sources[{i}]", f"{src!r} is self-generated: list it under calib.generated")
+    known = _known_sources()
+    if known is not None:
+        bad = [x for x in cfg.sources if x not in known and not _is_file_source(x)]
+        if bad:
+            raise _err("calib.sources", f"names unknown sources {bad} (known: {', '.join(known)}; or file:PATH)")
+    cfg.mixes = _labelled("calib.mixes", c.get("mixes", {}))
+    cfg.generated = _labelled("calib.generated", c.get("generated", {}))
+    for label, spec in cfg.generated.items():
+        if spec.split(":")[0] not in GENERATED_KINDS:
+            raise _err(f"calib.generated.{label}", f"must start with one of {GENERATED_KINDS}, got {spec!r}")
+    labels = [st.label for st in cfg.strategies]
+    dups = sorted({x for x in labels if labels.count(x) > 1})
+    if dups:
+        raise _err("calib", f"uses the same label twice across sources/mixes/generated: {dups}")
+    if not labels:
+        raise _err("calib.sources", "no calibration strategy: give calib.sources, calib.mixes or calib.generated")
+    if "reference" in s:
+        cfg.reference = _str("study.reference", s["reference"])
+        if cfg.reference not in cfg.sources:
+            raise _err("study.reference", f"{cfg.reference!r} must be one of calib.sources {cfg.sources}")
+    elif "c4" in cfg.sources:
+        cfg.reference = "c4"
+    if "methods" in p:
+        cfg.methods = _list("prune.methods", p["methods"], _str)
+    pruners = _known_pruners()
+    if pruners is not None:
+        bad = [m for m in cfg.methods if m not in pruners]
+        if bad:
+            raise _err("prune.methods", f"names unknown pruners {bad} (known: {', '.join(pruners)})")
+    if "sparsities" in p:
+        cfg.sparsities = _list("prune.sparsities", p["sparsities"], _sparsity)
+    if "patterns" in p:
+        cfg.patterns = _list("prune.patterns", p["patterns"], _pattern)
+    if "blocksize" in p:
+        cfg.blocksize = _int("prune.blocksize", p["blocksize"])
+    if "percdamp" in p:
+        v = p["percdamp"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
+            raise _err("prune.percdamp", f"must be a number in (0, 1), got {v!r}")
+        cfg.percdamp = float(v)
+    if "true_sequential" in p:
+        if not isinstance(p["true_sequential"], bool):
+            raise _err("prune.true_sequential", f"must be true or false, got {p['true_sequential']!r}")
+        cfg.true_sequential = p["true_sequential"]
+    if "suite" in e:
+        cfg.suite = _str("eval.suite", e["suite"])
+    if "limit" in e:
+        cfg.limit = _int("eval.limit", e["limit"])
+    if "tasks" in e:
+        cfg.tasks = _list("eval.tasks", e["tasks"], _str)
+    if "seed" in e:
+        cfg.eval_seed = _int("eval.seed", e["seed"], lo=0)
+    return cfg
+
+
+def preset_names() -> list[str]:
+    """Names of the study presets shipped in calmix/configs."""
+    root = resources.files("calmix") / "configs"
+    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def preset_text(name: str) -> str:
+    """TOML text of a shipped preset."""
+    return (resources.files("calmix") / "configs" / f"{name}.toml").read_text()
+
+
+def load_config(spec: str | Path) -> tuple[StudyConfig, str]:
+    """Read a study config from a TOML path or a preset name; returns (config, TOML text)."""
+    path = Path(spec)
+    if path.is_file():
+        text = path.read_text()
+        where = str(path)
+    elif str(spec) in preset_names():
+        text = preset_text(str(spec))
+        where = f"preset {spec}"
+    else:
+        raise CalmixError(f"study config {spec!r} is neither a file nor a preset "
+                          f"(presets: {', '.join(preset_names())})")
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise CalmixError(f"study config {where} is not valid TOML: {err}") from None
+    return parse_config(data, where), text

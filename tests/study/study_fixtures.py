@@ -1,0 +1,86 @@
+"""A synthetic study stored through the store API (no model): known retentions and metrics per source/seed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from calmix.study.config import parse_config
+from calmix.study.grid import build_grid, calib_key, cell_key, dense_key
+from calmix.study.store import Store
+
+SOURCES = ["pydoc-topics", "stdlib", "licences", "rg-logic", "gsm-symbolic"]
+# per source: (ppl, agg4) and a base retention per dimension; Math falls with ppl, General rises with it
+PPL = {"pydoc-topics": 10.0, "stdlib": 20.0, "licences": 30.0, "rg-logic": 40.0, "gsm-symbolic": 50.0}
+AGG4 = {"pydoc-topics": 0.3, "stdlib": 0.1, "licences": 0.5, "rg-logic": 0.2, "gsm-symbolic": 0.4}
+GENERAL = {"pydoc-topics": 40.0, "stdlib": 45.0, "licences": 50.0, "rg-logic": 58.0, "gsm-symbolic": 61.0}
+MATH = {"pydoc-topics": 52.0, "stdlib": 48.0, "licences": 30.0, "rg-logic": 20.0, "gsm-symbolic": 5.0}
+CODE = {"pydoc-topics": 1.0, "stdlib": 30.0, "licences": 10.0, "rg-logic": 20.0, "gsm-symbolic": 5.0}
+COMMON = {"pydoc-topics": 80.0, "stdlib": 81.0, "licences": 82.0, "rg-logic": 83.0, "gsm-symbolic": 79.0}
+EXTRA = {"uniform": 70.0, "selfcal": 50.0, "sgs": 48.0, "igsp": 55.0}
+
+
+def config_dict(sources=SOURCES, sparsities=(0.5,)) -> dict:
+    return {
+        "study": {"name": "fixture", "model": "fake-model", "seeds": [0, 1], "reference": "pydoc-topics"},
+        "calib": {"nsamples": 2, "seqlen": 8, "sources": list(sources), "mixes": {"uniform": "mix:pydoc-topics=1,stdlib=1"},
+                  "generated": {"selfcal": "selfcal", "sgs": "sgs", "igsp": "igsp"}},
+        "prune": {"methods": ["sparsegpt"], "sparsities": list(sparsities)},
+        "eval": {"suite": "small-offline", "limit": 2},
+    }
+
+
+def _toml(d: dict) -> str:
+    import json
+
+    lines = []
+    for sec, body in d.items():
+        lines.append(f"[{sec}]")
+        for k, v in body.items():
+            if isinstance(v, dict):
+                v = "{ " + ", ".join(f'{kk} = {json.dumps(vv)}' for kk, vv in v.items()) + " }"
+            else:
+                v = json.dumps(v)
+            lines.append(f"{k} = {v}")
+    return "\n".join(lines) + "\n"
+
+
+def retention_of(strategy: str, seed: int, sparsity: float) -> dict:
+    jitter = 0.5 if seed else -0.5
+    shift = (0.6 - sparsity) * 50
+    if strategy in GENERAL:
+        d = {"General": GENERAL[strategy], "Commonsense": COMMON[strategy], "Code": CODE[strategy],
+             "Math": MATH[strategy]}
+    else:
+        t = EXTRA[strategy]
+        d = {"General": t, "Commonsense": t + 5, "Code": t - 5, "Math": t}
+    d = {k: v + jitter + shift for k, v in d.items()}
+    d["Total"] = sum(d.values()) / 4
+    return d
+
+
+def build_fixture(out: Path, with_failed: bool = True, **kw) -> dict:
+    """Write study.toml and study.db holding every cell of the fixture config (one failed if asked)."""
+    from calmix.study.runner import prepare_folder
+
+    data = config_dict(**kw)
+    cfg = parse_config(data)
+    out.mkdir(parents=True, exist_ok=True)
+    store = prepare_folder(cfg, _toml(data), out, force=False)
+    store.put_dense(dense_key(cfg), {"model": cfg.model, "suite": cfg.suite},
+                    {"dimensions": {"General": 0.5, "Commonsense": 0.4, "Code": 0.3, "Math": 0.2}}, 1.0)
+    cells = build_grid(cfg)
+    failed = None
+    for i, cell in enumerate(cells):
+        key = cell_key(cfg, cell)
+        ck = calib_key(cfg, cell.spec, cell.seed)
+        metrics = {"ppl": PPL.get(cell.strategy, 15.0) + cell.seed, "agg4": AGG4.get(cell.strategy, 0.2)}
+        if with_failed and cell.strategy == "sgs" and cell.seed == 1 and failed is None:
+            store.start_cell(key, {**cell.to_dict(), "name": cell.name}, ck, dense_key(cfg))
+            store.fail_cell(key, "RuntimeError: boom", "Traceback...\nRuntimeError: boom", 0.1)
+            failed = cell
+            continue
+        store.put_cell(key, {**cell.to_dict(), "name": cell.name}, ck, dense_key(cfg),
+                       {"retention": retention_of(cell.strategy, cell.seed, cell.sparsity),
+                        "calib_metrics": metrics, "scores": {}}, 1.0)
+    store.close()
+    return {"cfg": cfg, "cells": cells, "failed": failed}

@@ -1,0 +1,131 @@
+"""Study config: presets load, every malformed or inconsistent value raises CalmixError naming its key."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+
+import pytest
+
+from calmix.errors import CalmixError
+from calmix.study.config import load_config, parse_config, preset_names
+from calmix.study.grid import build_grid, cell_key
+
+BASE = {
+    "study": {"name": "t", "model": "default", "seeds": [0, 1], "reference": "stdlib"},
+    "calib": {"nsamples": 2, "seqlen": 32, "sources": ["stdlib", "gsm-symbolic"], "mixes": ["uniform-offline"],
+              "generated": {"igsp": "igsp"}},
+    "prune": {"methods": ["sparsegpt"], "sparsities": [0.5, 0.6], "patterns": ["unstructured", "2:4"]},
+    "eval": {"suite": "small-offline", "limit": 3},
+}
+
+
+def _with(section, key, value):
+    data = {k: dict(v) for k, v in BASE.items()}
+    if value is _DEL:
+        data[section].pop(key)
+    else:
+        data[section][key] = value
+    return data
+
+
+_DEL = object()
+
+
+def test_presets_load_and_match_the_repo_copies():
+    assert {"quick", "paper"} <= set(preset_names())
+    quick, _ = load_config("quick")
+    assert quick.model == "default" and quick.methods == ["sparsegpt"] and quick.sparsities == [0.6]
+    assert len(quick.sources) >= 8 and len(quick.seeds) == 2 and quick.suite == "small-offline"
+    assert {"igsp", "selfcal", "sgs"} <= {s.spec.split(":")[0] for s in quick.strategies if s.kind == "generated"}
+    assert any(s.kind == "mix" for s in quick.strategies)
+    paper, _ = load_config("paper")
+    assert len(paper.sources) == 15 and set(paper.methods) == {"sparsegpt", "wanda"}
+    assert paper.sparsities == [0.3, 0.4, 0.5, 0.6] and len(paper.seeds) == 3 and paper.suite == "paper"
+    assert paper.nsamples == 128 and paper.seqlen == 2048
+    same, _ = load_config("configs/quick.toml")
+    assert same.fingerprint() == quick.fingerprint()
+
+
+def test_quick_sources_need_no_hub_and_no_shared_data():
+    from calmix.calib import get_source
+
+    quick, _ = load_config("quick")
+    for name in quick.sources:
+        src = get_source(name)
+        assert "package" in src.origins() and not src.local and src.hub is None, name
+
+
+def test_grid_keys_and_nm_dedup():
+    cfg = parse_config(BASE)
+    cells = build_grid(cfg)
+    # 4 strategies x (2 unstructured sparsities + one 2:4 cell) x 2 seeds
+    assert len(cells) == 4 * 3 * 2
+    assert {c.sparsity for c in cells if c.pattern == "2:4"} == {0.5}
+    keys = [cell_key(cfg, c) for c in cells]
+    assert len(set(keys)) == len(keys)
+    # keys are stable and depend on what defines the result
+    assert keys == [cell_key(parse_config(BASE), c) for c in build_grid(parse_config(BASE))]
+    other = parse_config(_with("calib", "nsamples", 4))
+    assert cell_key(other, cells[0]) != keys[0]
+    assert parse_config(_with("study", "device", "cuda")).fingerprint() == cfg.fingerprint()
+    assert other.fingerprint() != cfg.fingerprint()
+
+
+def test_round_trip_through_toml_dict():
+    cfg = parse_config(BASE)
+    assert parse_config(cfg.to_toml_dict()) == cfg
+
+
+@pytest.mark.parametrize("section,key,value,named", [
+    ("study", "seeds", [], "study.seeds"),
+    ("study", "seeds", [0, 0], "study.seeds"),
+    ("study", "seeds", "0", "study.seeds"),
+    ("study", "dtype", "int8", "study.dtype"),
+    ("study", "reference", "c4", "study.reference"),
+    ("study", "colour", "red", "study.colour"),
+    ("calib", "nsamples", 0, "calib.nsamples"),
+    ("calib", "seqlen", "long", "calib.seqlen"),
+    ("calib", "sources", ["no-such-source"], "calib.sources"),
+    ("calib", "sources", ["mix:stdlib=1"], "calib.sources[0]"),
+    ("calib", "sources", ["stdlib", "igsp"], "calib.sources[1]"),
+    ("calib", "generated", ["stdlib"], "calib.generated.stdlib"),
+    ("calib", "mixes", 3, "calib.mixes"),
+    ("prune", "sparsities", [1.5], "prune.sparsities[0]"),
+    ("prune", "sparsities", [0.6, 0.6], "prune.sparsities"),
+    ("prune", "patterns", ["4:2"], "prune.patterns[0]"),
+    ("prune", "methods", ["obs"], "prune.methods"),
+    ("prune", "percdamp", 0, "prune.percdamp"),
+    ("prune", "true_sequential", "yes", "prune.true_sequential"),
+    ("eval", "limit", -1, "eval.limit"),
+    ("eval", "tasks", [], "eval.tasks"),
+])
+def test_bad_values_name_the_key(section, key, value, named):
+    with pytest.raises(CalmixError, match=re.escape(f"`{named}`")):
+        parse_config(_with(section, key, value))
+
+
+def test_structure_errors_name_the_key(tmp_path):
+    with pytest.raises(CalmixError, match="`model`"):
+        parse_config({**BASE, "model": {"x": 1}})
+    with pytest.raises(CalmixError, match="`eval`"):
+        parse_config({**BASE, "eval": 3})
+    with pytest.raises(CalmixError, match="`calib`"):
+        parse_config({**BASE, "calib": {**BASE["calib"], "mixes": {"stdlib": "uniform-offline"}}})
+    with pytest.raises(CalmixError, match="`calib.sources`"):
+        parse_config({**BASE, "calib": {"sources": []}})
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[study\nname=1")
+    with pytest.raises(CalmixError, match="not valid TOML"):
+        load_config(bad)
+    with pytest.raises(CalmixError, match="neither a file nor a preset"):
+        load_config("no-such-preset")
+
+
+def test_repo_configs_are_the_package_presets():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    for name in ("quick", "paper"):
+        assert tomllib.loads((root / "configs" / f"{name}.toml").read_text()) == tomllib.loads(
+            (root / "calmix" / "configs" / f"{name}.toml").read_text())

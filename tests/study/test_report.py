@@ -1,0 +1,72 @@
+"""Report from a stored fixture study: files, tables, plots, headline; CLI status and report."""
+
+from __future__ import annotations
+
+import base64
+import re
+
+from calmix.cli import main
+from calmix.study.report import report_study
+from study_fixtures import build_fixture
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_from_fixture_study(tmp_path, capsys):
+    out = tmp_path / "study"
+    build_fixture(out)
+    paths = report_study(out)
+    md = paths["markdown"].read_text()
+    html = paths["html"].read_text()
+    names = {p.name for p in paths["plots"]}
+    assert {"strategies_sparsegpt_unstructured_50.png", "retention_sparsegpt_unstructured_50.png",
+            "spearman_sparsegpt_unstructured_50.png"} <= names
+    for p in paths["plots"]:
+        assert p.read_bytes().startswith(PNG)
+    # headline: best single source, per-dimension winners, mix vs best single, IGSP vs Self-Cal
+    head = md.split("## Headline")[1].split("\n## ")[0]
+    assert "Math is kept best by `pydoc-topics`" in head and "Code is kept best by `stdlib`" in head
+    assert "Best single source: `gsm-symbolic`" in head or "Best single source:" in head
+    assert "The mix `uniform` keeps" in head and "IGSP keeps" in head and "Seed spread" in head
+    assert "vs Self-Cal" in head  # SGS has a failed seed but its other seed still counts
+    # the strategy table shows mean ± std over seeds and the gap to the reference
+    assert re.search(r"\| reference source \| `pydoc-topics` \| 45\.0 ± 0\.7 \|", md)
+    assert "gap to pydoc-topics" in md
+    # the Spearman table states n, ppl vs Math is -1 over 5 sources
+    assert "n = 5 single sources" in md
+    ppl_row = next(line for line in md.splitlines() if line.startswith("| ppl |"))
+    assert "**-1.00**" in ppl_row
+    assert "failed 1" in md
+    # the HTML embeds every plot
+    imgs = re.findall(r"data:image/png;base64,([A-Za-z0-9+/=]+)", html)
+    assert len(imgs) == len(paths["plots"]) and all(base64.b64decode(i).startswith(PNG) for i in imgs)
+    assert (out / "cells.csv").read_text().count("\n") == 1 + 9 * 2 - 1  # header + cells, the failed one absent
+    # markdown references the plots beside it
+    for name in names:
+        assert f"(report_files/{name})" in md
+
+    assert main(["study", "status", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "18 cells: 17 done, 0 pending, 1 failed" in text and "RuntimeError: boom" in text
+    assert main(["study", "report", str(out)]) == 0
+    assert "report.html" in capsys.readouterr().out
+
+
+def test_report_with_sparsity_sweep(tmp_path):
+    out = tmp_path / "sweep"
+    build_fixture(out, with_failed=False, sparsities=(0.3, 0.6))
+    paths = report_study(out)
+    names = {p.name for p in paths["plots"]}
+    assert "sparsity_sparsegpt.png" in names
+    md = paths["markdown"].read_text()
+    assert "## sparsegpt unstructured 30%" in md and "## sparsegpt unstructured 60%" in md
+    assert "Retention vs sparsity" in md
+
+
+def test_report_of_missing_or_empty_study(tmp_path):
+    from calmix.errors import CalmixError
+    import pytest
+
+    with pytest.raises(CalmixError, match="holds no study"):
+        report_study(tmp_path / "nothing")
+    assert main(["study", "report", str(tmp_path / "nothing")]) == 2
