@@ -273,6 +273,7 @@ class SGSParams:
     repetition_penalty: float = 1.2
     drop: float = 0.2
     ngen: int | None = None  # generations; None = enough for nsamples*seqlen tokens after the drop
+    paragraphs: bool = True  # prefixes from paragraph starts (lines starting with a letter or digit)
     gen_len: int | None = None
     batch_size: int = 16
 
@@ -394,7 +395,7 @@ def selfcal_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, dev
 
 # ----------------------------------------------------------------------------------------------- SGS
 
-SGS_DEFAULT_SOURCES = ("wikitext2", "wikipedia", "c4", "books", "pile")
+SGS_DEFAULT_SOURCES = ("wikitext2", "pydoc-topics")  # Wikipedia-like first, then prose shipped with Python
 
 
 def sgs_prefix_documents(source: str | None) -> tuple[str, list[str]]:
@@ -413,11 +414,23 @@ def sgs_prefix_documents(source: str | None) -> tuple[str, list[str]]:
                 raise
             tried.append(f"{name} (not registered)")
             continue
-        available = getattr(src, "available", None)
-        if source or available is None or available():
+        status = src.available() if hasattr(src, "available") else True
+        ok, why = status if isinstance(status, tuple) else (bool(status), "")
+        if source or ok:
             return name, src.documents()
-        tried.append(f"{name} (not available)")
+        tried.append(f"{name} ({why or 'not available'})")
     raise CalmixError(f"sgs: no default prefix source is available ({', '.join(tried)}): pass source=NAME")
+
+
+def prefix_paragraphs(docs: Sequence[str]) -> list[str]:
+    """Paragraph starts of documents: stripped lines that begin with a letter or digit (skips headings, rules)."""
+    out = []
+    for doc in docs:
+        for line in doc.split("\n"):
+            line = line.strip()
+            if line and line[0].isalnum():
+                out.append(line)
+    return out
 
 
 def sgs_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device: str | torch.device = "cpu",
@@ -432,6 +445,8 @@ def sgs_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device:
     else:
         source_name = "prefix_docs (given)"
     ngen = p.ngen or math.ceil(nsamples * seqlen / gen_len / (1.0 - p.drop))
+    if p.paragraphs:
+        prefix_docs = prefix_paragraphs(prefix_docs)
     rng = random.Random(seed)
     order = list(range(len(prefix_docs)))
     rng.shuffle(order)
