@@ -10,7 +10,8 @@ Layers (each recorded per run in `ExecResult.protections`):
   RLIMIT_NPROC is enforced (it is not for root). If the interpreter lives under a directory `nobody` cannot
   read (e.g. pyenv under /root), the child keeps only CAP_DAC_READ_SEARCH (read, never write);
 - an in-process guard installed before the program runs: fork/exec/spawn/system/kill/subprocess/socket/ctypes
-  are disabled, and file writes, deletes and renames outside the sandbox directory raise PermissionError.
+  are disabled; file writes, deletes and renames outside the sandbox directory raise PermissionError, and so
+  do reads outside it except of the Python standard library, time zones, /dev and /proc/self.
 The in-process guard alone can be bypassed by determined code (it is Python); the OS layers are the boundary.
 """
 
@@ -132,7 +133,7 @@ def _main():
         sys.stderr.flush()
         real_exit(''' + str(SANDBOX_ERROR_RC) + r''')
     if cfg["guard"]:
-        _guard(root)
+        _guard(root, cfg["read_roots"])
     namespace = {"__name__": "__main__", "__builtins__": __builtins__}
     try:
         exec(code, namespace)
@@ -150,7 +151,7 @@ def _main():
     real_exit(rc)
 
 
-def _guard(root):
+def _guard(root, read_roots):
     import builtins, io, _io, posix, shutil, subprocess, socket, _socket, _posixsubprocess
 
     def deny(name):
@@ -186,11 +187,25 @@ def _guard(root):
     write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_APPEND | os.O_TRUNC
     orig_os_open = posix.open
 
+    readable = tuple(os.path.realpath(p) + sep for p in read_roots) + ("/dev/", f"/proc/{os.getpid()}/")
+
+    def check_read(name, path):
+        if isinstance(path, int) or inside(path):
+            return
+        try:
+            p = realpath(fsdecode(fspath(path)))
+        except (TypeError, ValueError):
+            p = ""
+        if not p.startswith(readable):
+            raise PermissionError(f"sandbox: {name} outside the sandbox directory: {path!r}")
+
     def guarded_os_open(path, flags, *args, **kwargs):
+        if kwargs.get("dir_fd") is not None:
+            raise PermissionError("sandbox: os.open with dir_fd is disabled")
         if flags & write_flags:
-            if kwargs.get("dir_fd") is not None:
-                raise PermissionError("sandbox: os.open with dir_fd is disabled")
             check("os.open for writing", [path])
+        else:
+            check_read("os.open", path)
         return orig_os_open(path, flags, *args, **kwargs)
 
     orig_open = _io.open
@@ -198,6 +213,8 @@ def _guard(root):
     def guarded_open(file, mode="r", *args, **kwargs):
         if any(c in str(mode) for c in "wax+"):
             check("open for writing", [file])
+        else:
+            check_read("open", file)
         return orig_open(file, mode, *args, **kwargs)
 
     blocked_names = ("fork", "forkpty", "vfork", "system", "popen", "kill", "killpg", "tgkill", "pidfd_open",
@@ -268,6 +285,13 @@ def _plan() -> dict:
             "keep_read_cap": not readable}
 
 
+def _read_roots() -> list[str]:
+    """Folders the guarded program may open for reading besides its own: the Python stdlib and time zones."""
+    paths = sysconfig.get_paths()
+    roots = {paths["stdlib"], paths["platstdlib"], "/usr/share/zoneinfo"}
+    return sorted(os.path.realpath(p) for p in roots)
+
+
 def _clean_env(cwd: str) -> dict:
     return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0",
             "PYTHONIOENCODING": "utf-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONSAFEPATH": "1",
@@ -307,7 +331,7 @@ def run_program(program: str, timeout_s: float = 5.0, memory_mb: int = 1024, *, 
     report = tempfile.TemporaryFile()
     cfg = {"cwd": workdir, "program": prog_path, "guard": guard, "rlimits": rlimits, "netns": plan["netns"],
            "uid": plan["uid"], "gid": plan["gid"], "keep_read_cap": plan["keep_read_cap"],
-           "report_fd": report.fileno()}
+           "report_fd": report.fileno(), "read_roots": _read_roots()}
     cmd = [sys.executable, "-S", "-s", "-B", "-c", _RUNNER, json.dumps(cfg)]
     start = time.monotonic()
     proc = None

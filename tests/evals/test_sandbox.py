@@ -254,3 +254,14 @@ def test_output_is_capped():
 def test_deterministic_hash_seed():
     prog = "print(hash('calmix'), list({'a', 'b', 'c', 'd', 'e'}))\n"
     assert check_program(prog).stdout == check_program(prog).stdout
+
+
+def test_reads_outside_sandbox_denied_but_stdlib_readable(tmp_path):
+    secret = tmp_path / "secret.txt"
+    secret.write_text("xyz")
+    for prog in (f"print(open({str(secret)!r}).read())\n", f"import pathlib\nprint(pathlib.Path({str(secret)!r}).read_text())\n",
+                 f"import os\nprint(os.read(os.open({str(secret)!r}, os.O_RDONLY), 10))\n"):
+        r = check_program(prog, timeout_s=5)
+        assert r.status == "failed" and "PermissionError" in r.stderr and "xyz" not in r.stdout, prog
+    r = check_program("import os, json, inspect\nassert 'def makedirs' in open(os.__file__).read()\nprint(inspect.getsource(json.dumps)[:3])\n")
+    assert r.passed, r.stderr
