@@ -265,3 +265,18 @@ def test_reads_outside_sandbox_denied_but_stdlib_readable(tmp_path):
         assert r.status == "failed" and "PermissionError" in r.stderr and "xyz" not in r.stdout, prog
     r = check_program("import os, json, inspect\nassert 'def makedirs' in open(os.__file__).read()\nprint(inspect.getsource(json.dumps)[:3])\n")
     assert r.passed, r.stderr
+
+
+def test_fallback_without_privileged_layers(monkeypatch, tmp_path):
+    """Where netns and the uid drop are unavailable (not root), the sandbox still runs and records that."""
+    from calmix.evals import sandbox
+
+    monkeypatch.setattr(sandbox, "_plan", lambda: {"netns": False, "uid": None, "gid": None, "keep_read_cap": False})
+    ok = check_program("assert sum(range(4)) == 6\n", timeout_s=5)
+    assert ok.passed and ok.protections["netns"] is False and ok.protections["uid"] == os.getuid()
+    assert ok.protections["guard"] and "RLIMIT_AS" in ok.protections["rlimits"]
+    target = tmp_path / "pwned.txt"
+    for prog in ("import os\nos.fork()\n", f"open({str(target)!r}, 'w')\n", "import socket\nsocket.socket()\n"):
+        assert check_program(prog, timeout_s=5).status == "failed"
+    assert not target.exists()
+    assert check_program("while True:\n    pass\n", timeout_s=0.5).status == "timeout"
