@@ -1,0 +1,230 @@
+"""Run a suite task by task (a failing task is recorded, never fatal) and cache dense-model scores on disk."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from calmix.errors import CalmixError
+from calmix.evals import scorers
+from calmix.evals.suites import SUITES, get_suite, suite_tasks
+from calmix.evals.tasks import DIMENSIONS, Task, build_items, get_task
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EvalResult:
+    """Per-task results ({dimension, score, metric, metrics, n, failures}) and per-dimension mean scores."""
+
+    suite: str
+    tasks: dict[str, dict]
+    dimensions: dict[str, float | None]
+    config: dict = field(default_factory=dict)
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        """JSON-ready form."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "EvalResult":
+        """Inverse of to_dict."""
+        return cls(suite=data["suite"], tasks=data["tasks"], dimensions=data["dimensions"],
+                   config=data.get("config", {}), timings=data.get("timings", {}))
+
+    def failed(self) -> dict[str, str]:
+        """Tasks that raised, with their error."""
+        return {k: v["error"] for k, v in self.tasks.items() if v.get("error")}
+
+
+def dimension_scores(tasks: dict[str, dict]) -> dict[str, float | None]:
+    """Mean task score per dimension (None where no task of the dimension has a score)."""
+    out: dict[str, float | None] = {}
+    for dim in DIMENSIONS:
+        vals = [t["score"] for t in tasks.values() if t["dimension"] == dim and t.get("score") is not None]
+        out[dim] = sum(vals) / len(vals) if vals else None
+    return out
+
+
+def _cn(x: float, chance: float) -> float:
+    return (x - chance) / (1.0 - chance)
+
+
+# ---------------------------------------------------------------------------------------------- runners per kind
+def run_mc(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dict:
+    """Multiple choice: acc, acc_norm, chance; the headline score chance-normalised when the suite says so."""
+    res = scorers.score_mc_items(model, tokenizer, items, batch_size=ctx["batch_size"], device=ctx["device"],
+                                 progress=ctx["progress"], desc=task.name)
+    n = len(res)
+    acc = sum(r["acc"] for r in res) / n
+    acc_norm = sum(r["acc_norm"] for r in res) / n
+    chance = sum(r["chance"] for r in res) / n
+    metrics = {"acc": acc, "acc_norm": acc_norm, "chance": chance,
+               "acc_cn": _cn(acc, chance), "acc_norm_cn": _cn(acc_norm, chance)}
+    metric = task.metric + ("_cn" if ctx["chance_normalise"] else "")
+    return {"score": metrics[metric], "metric": metric, "metrics": metrics, "n": n, "failures": []}
+
+
+def run_probe(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dict:
+    """Likelihood probe: token-weighted NLL per token of the references; score exp(-NLL)."""
+    failures = [{"index": i, "reason": "empty reference"} for i, it in enumerate(items) if not it["reference"].strip()]
+    bad = {f["index"] for f in failures}
+    keep = [it for i, it in enumerate(items) if i not in bad]
+    res = scorers.score_probe_items(model, tokenizer, keep, batch_size=ctx["batch_size"], device=ctx["device"],
+                                    progress=ctx["progress"], desc=task.name)
+    nll, score = scorers.probe_score(res)
+    metrics = {"nll": nll, "ppl": math.exp(nll), "tokens": sum(r["ntokens"] for r in res)}
+    return {"score": score, "metric": "exp(-nll)", "metrics": metrics, "n": len(res), "failures": failures}
+
+
+def run_gsm8k(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dict:
+    """GSM8K-style generation: greedy CoT, exact match with strict and flexible extraction."""
+    outs = scorers.generate_greedy(model, tokenizer, [it["prompt"] for it in items], stop=task.stop,
+                                   max_new_tokens=task.max_new_tokens, batch_size=ctx["gen_batch_size"],
+                                   device=ctx["device"], progress=ctx["progress"], desc=task.name)
+    strict = flexible = 0
+    failures = []
+    samples = []
+    for i, (it, text) in enumerate(zip(items, outs)):
+        gold = scorers.gsm8k_gold(it["answer"])
+        if not text.strip():
+            failures.append({"index": i, "reason": "empty generation"})
+        s, f = scorers.extract_strict(text), scorers.extract_flexible(text)
+        strict += s == gold
+        flexible += f == gold
+        if i < 3:
+            samples.append({"gold": gold, "generation": text[:400], "strict": s, "flexible": f})
+    n = len(items)
+    metrics = {"strict": strict / n, "flexible": flexible / n, "samples": samples}
+    return {"score": metrics[task.metric], "metric": task.metric, "metrics": metrics, "n": n, "failures": failures}
+
+
+def run_code(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dict:
+    """Code generation: greedy completion, program assembled with its tests, executed in the sandbox; pass@1."""
+    try:
+        from calmix.evals import codeexec, sandbox
+    except ImportError as err:
+        raise CalmixError(f"task {task.name} needs calmix.evals.sandbox and calmix.evals.codeexec ({err})") from None
+    outs = scorers.generate_greedy(model, tokenizer, [it["prompt"] for it in items], stop=task.stop,
+                                   max_new_tokens=task.max_new_tokens, batch_size=ctx["gen_batch_size"],
+                                   device=ctx["device"], progress=ctx["progress"], desc=task.name)
+    assemble: Callable[[dict, str], str] = getattr(codeexec, task.program)
+    results, failures, statuses = [], [], {}
+    for i, (it, completion) in enumerate(zip(items, outs)):
+        if not completion.strip():
+            failures.append({"index": i, "reason": "empty generation"})
+        res = sandbox.check_program(assemble(it["problem"], completion))
+        statuses[res.status] = statuses.get(res.status, 0) + 1
+        results.append(res)
+    pass1 = float(codeexec.pass_at_1(results))
+    metrics = {"pass@1": pass1, "statuses": statuses}
+    return {"score": pass1, "metric": "pass@1", "metrics": metrics, "n": len(items), "failures": failures}
+
+
+RUNNERS: dict[str, Callable[[Task, Any, Any, list[dict], dict], dict]] = {
+    "mc": run_mc, "probe": run_probe, "gen": run_gsm8k, "code": run_code}
+
+
+# ---------------------------------------------------------------------------------------------- evaluate
+def evaluate(model, tokenizer, suite: str = "small", tasks: list[str] | None = None, limit: int | None = None,
+             seed: int = 0, device: str = "cpu", batch_size: int = 16, progress: bool = True,
+             gen_batch_size: int = 8) -> EvalResult:
+    """Evaluate a model on a suite (or an explicit task list), task by task; a failing task is recorded with its error."""
+    scorers.require_tokenizer(tokenizer)
+    spec = get_suite(suite)
+    names = suite_tasks(suite, tasks)
+    ctx = {"device": device, "batch_size": batch_size, "gen_batch_size": gen_batch_size, "progress": progress,
+           "chance_normalise": spec.chance_normalise}
+    was_training = model.training
+    model.eval()
+    out: dict[str, dict] = {}
+    timings: dict[str, float] = {}
+    for name in names:
+        task = get_task(name)
+        t0 = time.perf_counter()
+        entry: dict[str, Any] = {"dimension": task.dimension, "kind": task.kind}
+        try:
+            _, items = build_items(task, limit=limit, seed=seed)
+            entry.update(RUNNERS[task.kind](task, model, tokenizer, items, ctx))
+        except (CalmixError, RuntimeError, ValueError, KeyError, OSError, ImportError) as err:
+            log.warning("task %s failed: %s", name, err)
+            entry.update({"score": None, "metric": task.metric, "metrics": {}, "n": 0, "failures": [],
+                          "error": f"{type(err).__name__}: {err}"})
+            if not isinstance(err, CalmixError):
+                entry["traceback"] = traceback.format_exc(limit=4)
+        seconds = time.perf_counter() - t0
+        entry["seconds"] = round(seconds, 3)
+        if entry.get("n"):
+            entry["items_per_s"] = round(entry["n"] / seconds, 2)
+        timings[name] = seconds
+        out[name] = entry
+    model.train(was_training)
+    config = {"suite": suite, "tasks": names, "limit": limit, "seed": seed, "batch_size": batch_size,
+              "device": str(device), "chance_normalise": spec.chance_normalise}
+    return EvalResult(suite=suite, tasks=out, dimensions=dimension_scores(out), config=config, timings=timings)
+
+
+# ---------------------------------------------------------------------------------------------- dense cache
+def _model_fingerprint(model_spec: str) -> str:
+    """The spec plus, for a local folder or file, the sizes and mtimes of its files (re-saved weights change it)."""
+    p = Path(str(model_spec)).expanduser()
+    if p.exists():
+        files = sorted(p.rglob("*")) if p.is_dir() else [p]
+        stats = [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files if f.is_file()]
+        return json.dumps([str(p.resolve()), stats])
+    return str(model_spec)
+
+
+def dense_cache_key(model_spec: str, suite: str, tasks: list[str] | None, limit: int | None, seed: int) -> str:
+    """Cache key of a dense evaluation: model spec/path, suite, tasks, limits, seed, calmix version."""
+    import calmix
+
+    names = suite_tasks(suite, tasks)
+    limits = {n: (limit if limit is not None else get_task(n).default_limit) for n in names}
+    blob = json.dumps({"model": _model_fingerprint(model_spec), "suite": suite, "tasks": names, "limits": limits,
+                       "seed": seed, "version": calmix.__version__}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def dense_scores(model_spec: str, model=None, tokenizer=None, suite: str = "small", limit: int | None = None,
+                 seed: int = 0, tasks: list[str] | None = None, device: str = "cpu", batch_size: int = 16,
+                 progress: bool = True, cache: bool = True) -> EvalResult:
+    """Scores of the dense model, from the disk cache when present, else evaluated (loading the model if needed) and cached.
+
+    Results with failed tasks are returned but not cached.
+    """
+    from calmix.paths import cache_dir
+    from calmix.runrecord import write_json_atomic
+
+    get_suite(suite)
+    key = dense_cache_key(model_spec, suite, tasks, limit, seed)
+    path = cache_dir("dense") / f"{key}.json"
+    if cache and path.is_file():
+        try:
+            data = json.loads(path.read_text())
+            result = EvalResult.from_dict(data["result"])
+            result.config["cached"] = str(path)
+            return result
+        except (ValueError, KeyError) as err:
+            log.warning("ignoring unreadable dense cache %s: %s", path, err)
+    if model is None:
+        from calmix.models import load_model
+
+        model, tokenizer = load_model(model_spec, device=device)
+    result = evaluate(model, tokenizer, suite=suite, tasks=tasks, limit=limit, seed=seed, device=device,
+                      batch_size=batch_size, progress=progress)
+    if cache and not result.failed():
+        write_json_atomic(path, {"model": str(model_spec), "key": key, "result": result.to_dict()})
+    result.config["cache_path"] = str(path)
+    return result
+
+
+__all__ = ["EvalResult", "evaluate", "dense_scores", "dense_cache_key", "dimension_scores", "RUNNERS", "SUITES"]

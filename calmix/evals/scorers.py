@@ -1,0 +1,346 @@
+"""Scorers: batched log-likelihood of continuations (shared context once), probes, greedy generation, GSM8K extraction."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from calmix.errors import CalmixError
+
+
+@dataclass(frozen=True)
+class ContScore:
+    """Log-likelihood of one continuation: sum of token log-probs, its token count, and whether greedy decoding gives it."""
+
+    logprob: float
+    ntokens: int
+    greedy: bool
+
+
+# ---------------------------------------------------------------------------------------------- tokenisation
+def require_tokenizer(tokenizer) -> None:
+    """Fail clearly when the model came without a tokenizer."""
+    if tokenizer is None or not callable(getattr(tokenizer, "encode", None)):
+        raise CalmixError("the model has no tokenizer: save one beside it (tokenizer.save_pretrained(DIR)) or load it with "
+                          "calmix.models.load_model, which returns (model, tokenizer)")
+
+
+def encode(tokenizer, text: str) -> list[int]:
+    """Token ids of text without special tokens."""
+    return list(tokenizer.encode(text, add_special_tokens=False))
+
+
+def prefix_token(tokenizer) -> int:
+    """Token that stands in for an empty context (BOS, else EOS), as lm-eval does."""
+    for tid in (getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
+        if tid is not None:
+            return int(tid)
+    raise CalmixError("the tokenizer has neither a BOS nor an EOS token: cannot score text without a context")
+
+
+def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Context and continuation ids; trailing spaces of the context move to the continuation (as lm-eval)."""
+    n_spaces = len(context) - len(context.rstrip())
+    if n_spaces:
+        continuation = context[-n_spaces:] + continuation
+        context = context[:-n_spaces]
+    ctx = encode(tokenizer, context) if context else [prefix_token(tokenizer)]
+    return ctx, encode(tokenizer, continuation)
+
+
+# ---------------------------------------------------------------------------------------------- log-likelihood
+def _max_len(model) -> int:
+    cfg = getattr(model, "config", None)
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(cfg, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+def _cache_kwarg(model) -> str:
+    """Name of the forward argument that takes a KV cache (transformers renamed past_key_values to cache)."""
+    import inspect
+
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _forward(model, **kwargs):
+    try:
+        return model(**kwargs)
+    except TypeError:  # a model without logits_to_keep: full logits
+        kwargs.pop("logits_to_keep", None)
+        return model(**kwargs)
+
+
+@torch.no_grad()
+def loglikelihood_groups(model, groups: Sequence[tuple[list[int], Sequence[list[int]]]], batch_size: int = 16,
+                         device: str | torch.device = "cpu", progress: bool = False,
+                         desc: str = "loglik") -> list[list[ContScore]]:
+    """Score every continuation of every (context ids, [continuation ids]) group.
+
+    The context of a group runs once (KV cache); its continuations then run as a batch on the cached keys.
+    Groups are processed in batches sorted by length; results come back in input order.
+    """
+    device = torch.device(device)
+    max_len = _max_len(model)
+    prepared = []
+    for ctx, conts in groups:
+        conts = [list(c) for c in conts]
+        if not conts:
+            raise ValueError("a group needs at least one continuation")
+        if any(len(c) == 0 for c in conts):
+            raise CalmixError("an empty continuation cannot be scored: check the task's choices")
+        longest = max(len(c) for c in conts)
+        keep = max(1, max_len - longest)
+        prepared.append((list(ctx)[-keep:], conts))
+    order = sorted(range(len(prepared)), key=lambda i: -(len(prepared[i][0]) + max(len(c) for c in prepared[i][1])))
+    results: list[list[ContScore] | None] = [None] * len(prepared)
+    pad = 0
+    bar = tqdm(total=len(order), desc=desc, disable=None if progress else True, leave=False)
+    for start in range(0, len(order), batch_size):
+        idxs = order[start:start + batch_size]
+        ctxs = [prepared[i][0] for i in idxs]
+        lens = torch.tensor([len(c) for c in ctxs])
+        lc = int(lens.max())
+        ids = torch.full((len(ctxs), lc), pad, dtype=torch.long)
+        mask = torch.zeros((len(ctxs), lc), dtype=torch.long)
+        for r, c in enumerate(ctxs):  # right padding: no query row is fully masked
+            ids[r, :len(c)] = torch.tensor(c)
+            mask[r, :len(c)] = 1
+        last = lens - 1
+        uniq, where = torch.unique(last, return_inverse=True)
+        out = _forward(model, input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True,
+                       logits_to_keep=uniq.to(device))
+        logits = out.logits
+        if logits.shape[1] == lc and len(uniq) != lc:  # the model ignored logits_to_keep
+            first_logits = logits[torch.arange(len(ctxs)), last.to(logits.device)]
+        else:
+            first_logits = logits[torch.arange(len(ctxs)), where.to(logits.device)]
+        first_lp = torch.log_softmax(first_logits.float(), dim=-1)
+        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+        rows = [(r, c) for r, i in enumerate(idxs) for c in prepared[i][1]]
+        row_group = torch.tensor([r for r, _ in rows])
+        conts = [c for _, c in rows]
+        lt = max(len(c) for c in conts) - 1
+        cont_lp = None
+        if lt > 0:
+            cache.reorder_cache(row_group.to(device))
+            cids = torch.full((len(rows), lt), pad, dtype=torch.long)
+            cmask = torch.zeros((len(rows), lt), dtype=torch.long)
+            for r, c in enumerate(conts):
+                if len(c) > 1:
+                    cids[r, :len(c) - 1] = torch.tensor(c[:-1])
+                cmask[r, :len(c) - 1] = 1
+            full_mask = torch.cat([mask[row_group], cmask], dim=1)
+            pos = lens[row_group].unsqueeze(1) + torch.arange(lt).unsqueeze(0)
+            out2 = model(input_ids=cids.to(device), attention_mask=full_mask.to(device), position_ids=pos.to(device),
+                         use_cache=True, **{_cache_kwarg(model): cache})
+            cont_lp = torch.log_softmax(out2.logits.float(), dim=-1)
+        del cache, out
+        scores: list[list[ContScore]] = [[] for _ in idxs]
+        for r, (g, c) in enumerate(rows):
+            lp0 = first_lp[g]
+            total = float(lp0[c[0]])
+            greedy = bool(int(lp0.argmax()) == c[0])
+            if len(c) > 1:
+                lp = cont_lp[r, :len(c) - 1]
+                tgt = torch.tensor(c[1:], device=lp.device)
+                total += float(lp.gather(1, tgt.unsqueeze(1)).sum())
+                greedy = greedy and bool((lp.argmax(-1) == tgt).all())
+            scores[g].append(ContScore(total, len(c), greedy))
+        for g, i in enumerate(idxs):
+            results[i] = scores[g]
+        bar.update(len(idxs))
+    bar.close()
+    return results  # type: ignore[return-value]
+
+
+def loglikelihood(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 16,
+                  device: str | torch.device = "cpu", progress: bool = False) -> list[ContScore]:
+    """Log-likelihood of each continuation string given its context string (contexts shared where equal)."""
+    require_tokenizer(tokenizer)
+    enc = [encode_pair(tokenizer, c, t) for c, t in pairs]
+    grouped: list[tuple[list[int], list[list[int]]]] = []
+    slot: dict[tuple[int, ...], int] = {}
+    where = []
+    for ctx, cont in enc:
+        k = tuple(ctx)
+        if k not in slot:
+            slot[k] = len(grouped)
+            grouped.append((ctx, []))
+        where.append((slot[k], len(grouped[slot[k]][1])))
+        grouped[slot[k]][1].append(cont)
+    res = loglikelihood_groups(model, grouped, batch_size=batch_size, device=device, progress=progress)
+    return [res[g][j] for g, j in where]
+
+
+# ---------------------------------------------------------------------------------------------- multiple choice
+def mc_item_groups(tokenizer, contexts: Sequence[str], continuations: Sequence[str]) -> tuple[list, list[tuple[int, int]]]:
+    """Encode one MC item's (context, continuation) pairs into groups sharing a context; return groups and positions."""
+    groups: list[tuple[list[int], list[list[int]]]] = []
+    seen: dict[tuple[int, ...], int] = {}
+    where = []
+    for ctx_s, cont_s in zip(contexts, continuations):
+        ctx, cont = encode_pair(tokenizer, ctx_s, cont_s)
+        k = tuple(ctx)
+        if k not in seen:
+            seen[k] = len(groups)
+            groups.append((ctx, []))
+        where.append((seen[k], len(groups[seen[k]][1])))
+        groups[seen[k]][1].append(cont)
+    return groups, where
+
+
+def mc_predictions(logprobs: Sequence[float], norm_lens: Sequence[int]) -> tuple[int, int]:
+    """Predicted choice by raw log-likelihood (acc) and by log-likelihood per character of the choice (acc_norm)."""
+    acc_pred = max(range(len(logprobs)), key=lambda j: (logprobs[j], -j))
+    normed = [lp / max(1, n) for lp, n in zip(logprobs, norm_lens)]
+    norm_pred = max(range(len(normed)), key=lambda j: (normed[j], -j))
+    return acc_pred, norm_pred
+
+
+def score_mc_items(model, tokenizer, items: Sequence[dict], batch_size: int = 16, device="cpu",
+                   progress: bool = False, desc: str = "mc") -> list[dict]:
+    """Per-item MC results: item = {contexts, continuations, gold, norm_lens}; returns logprobs, acc, acc_norm."""
+    require_tokenizer(tokenizer)
+    all_groups, index = [], []
+    for item in items:
+        groups, where = mc_item_groups(tokenizer, item["contexts"], item["continuations"])
+        base = len(all_groups)
+        all_groups.extend(groups)
+        index.append([(base + g, j) for g, j in where])
+    res = loglikelihood_groups(model, all_groups, batch_size=batch_size, device=device, progress=progress, desc=desc)
+    out = []
+    for item, where in zip(items, index):
+        lps = [res[g][j].logprob for g, j in where]
+        acc_pred, norm_pred = mc_predictions(lps, item["norm_lens"])
+        gold = item["gold"]
+        out.append({"logprobs": lps, "pred": acc_pred, "pred_norm": norm_pred, "acc": float(acc_pred == gold),
+                    "acc_norm": float(norm_pred == gold), "chance": 1.0 / len(lps)})
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- likelihood probes
+def score_probe_items(model, tokenizer, items: Sequence[dict], batch_size: int = 16, device="cpu",
+                      progress: bool = False, desc: str = "probe") -> list[dict]:
+    """Per-item NLL of item['reference'] given item['context'] (reference tokens only): nll sum and token count."""
+    require_tokenizer(tokenizer)
+    groups = [(ctx, [cont]) for ctx, cont in (encode_pair(tokenizer, it["context"], it["reference"]) for it in items)]
+    res = loglikelihood_groups(model, groups, batch_size=batch_size, device=device, progress=progress, desc=desc)
+    return [{"nll": -r[0].logprob, "ntokens": r[0].ntokens} for r in res]
+
+
+def probe_score(per_item: Sequence[dict]) -> tuple[float, float]:
+    """Token-weighted mean NLL per token and its score exp(-NLL) (so score ratios are exp(NLL_a - NLL_b))."""
+    tokens = sum(r["ntokens"] for r in per_item)
+    if tokens == 0:
+        raise CalmixError("no reference tokens to score: the probe items are empty")
+    nll = sum(r["nll"] for r in per_item) / tokens
+    return nll, math.exp(-nll)
+
+
+# ---------------------------------------------------------------------------------------------- generation
+def cut_at_stop(text: str, stop: Sequence[str]) -> str:
+    """Text up to the earliest stop sequence."""
+    cut = len(text)
+    for s in stop:
+        k = text.find(s)
+        if k != -1:
+            cut = min(cut, k)
+    return text[:cut]
+
+
+@torch.no_grad()
+def generate_greedy(model, tokenizer, prompts: Sequence[str], stop: Sequence[str] = (), max_new_tokens: int = 256,
+                    batch_size: int = 8, device="cpu", progress: bool = False, desc: str = "generate") -> list[str]:
+    """Greedy completions of prompts, batched with left padding (length-sorted), cut at the first stop sequence."""
+    require_tokenizer(tokenizer)
+    device = torch.device(device)
+    enc = [encode(tokenizer, p) or [prefix_token(tokenizer)] for p in prompts]
+    max_len = _max_len(model)
+    enc = [e[-max(1, max_len - max_new_tokens):] for e in enc]
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else prefix_token(tokenizer)
+    eos = getattr(tokenizer, "eos_token_id", None)
+    order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
+    outs: list[str] = [""] * len(enc)
+    bar = tqdm(total=len(enc), desc=desc, disable=None if progress else True, leave=False)
+    for start in range(0, len(order), batch_size):
+        idxs = order[start:start + batch_size]
+        width = max(len(enc[i]) for i in idxs)
+        ids = torch.full((len(idxs), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(idxs), width), dtype=torch.long)
+        for r, i in enumerate(idxs):
+            ids[r, width - len(enc[i]):] = torch.tensor(enc[i])
+            mask[r, width - len(enc[i]):] = 1
+        kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=eos,
+                      num_beams=1, use_cache=True)
+        if stop:
+            kwargs.update(stop_strings=list(stop), tokenizer=tokenizer)
+        gen = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), **kwargs)
+        for r, i in enumerate(idxs):
+            new = gen[r, width:].tolist()
+            if eos is not None and eos in new:
+                new = new[:new.index(eos)]
+            outs[i] = cut_at_stop(tokenizer.decode(new, skip_special_tokens=True), stop)
+        bar.update(len(idxs))
+    bar.close()
+    return outs
+
+
+# ---------------------------------------------------------------------------------------------- GSM8K extraction
+_NUM = r"-?[$0-9.,]*[0-9]+(?:\.[0-9]+)?"
+_STRICT = [re.compile(r"####\s*(" + _NUM + ")"), re.compile(r"[Tt]he (?:final )?answer is:?\s*\$?\s*(" + _NUM + ")")]
+_FLEX = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+
+
+def normalize_number(text: str | None) -> str | None:
+    """Canonical form of a numeric answer: no commas, $ or trailing period, no trailing .0; None if not a number."""
+    if text is None:
+        return None
+    s = text.strip().replace(",", "").replace("$", "").rstrip(".")
+    s = s.strip()
+    try:
+        value = float(s)
+    except ValueError:
+        return None
+    if math.isinf(value) or math.isnan(value):
+        return None
+    if value == int(value) and abs(value) < 1e18:
+        return str(int(value))
+    return repr(value)
+
+
+def extract_strict(text: str) -> str | None:
+    """The answer after '#### ' or 'The answer is', normalised; None when neither marker is present."""
+    for pattern in _STRICT:
+        m = pattern.search(text)
+        if m:
+            return normalize_number(m.group(1))
+    return None
+
+
+def extract_flexible(text: str) -> str | None:
+    """The last number in the text (lm-eval's flexible-extract pattern), normalised; None when there is none."""
+    for m in reversed(list(_FLEX.finditer(text))):
+        value = normalize_number(m.group(1) or m.group(2))
+        if value is not None:
+            return value
+    return None
+
+
+def gsm8k_gold(answer: str) -> str:
+    """Gold number of a GSM8K reference answer (the text after '####')."""
+    value = extract_strict(answer)
+    if value is None:
+        raise CalmixError(f"GSM8K answer without '#### N': {answer[-60:]!r}")
+    return value

