@@ -11,4 +11,11 @@ def build_calib(*args, **kwargs):
     return _build(*args, **kwargs)
 
 
-__all__ = ["CalibSet", "build_calib", "get_source", "SOURCES", "Source"]
+def parse_spec(spec: str):
+    """Validate a calibration spec string early (CalmixError on bad input); see calmix.calib.build."""
+    from calmix.calib.build import parse_spec as _parse
+
+    return _parse(spec)
+
+
+__all__ = ["CalibSet", "build_calib", "parse_spec", "get_source", "SOURCES", "Source"]

@@ -211,9 +211,14 @@ def hub_reachable(timeout: float = 2.0) -> tuple[bool, str]:
     return True, "hub"
 
 
+HUB_MAX_DOCS = 50_000
+
+
 def load_hub(dataset_id: str, config: str | None = None, split: str = "train", fields: tuple[str, ...] | None = None,
-             template: Callable[[dict], str] | None = None, limit: int | None = None) -> list[str]:
-    """Documents of a hub dataset (or a local folder in the hub's layout) via `datasets.load_dataset`."""
+             template: Callable[[dict], str] | None = None, limit: int | None = HUB_MAX_DOCS,
+             data_files: str | None = None) -> list[str]:
+    """Documents of a hub dataset (streamed, first `limit` records) or of a local folder in the hub's layout,
+    via `datasets.load_dataset`."""
     try:
         import datasets
     except ImportError:
@@ -224,7 +229,9 @@ def load_hub(dataset_id: str, config: str | None = None, split: str = "train", f
         if not ok:
             raise CalmixError(f"hub dataset {dataset_id} is unavailable: {why}; use a local copy (file:PATH or $CALMIX_DATA)")
     try:
-        ds = datasets.load_dataset(str(local) if local.exists() else dataset_id, config, split=split or "train")
+        kwargs = {"data_files": data_files} if data_files else {}
+        ds = datasets.load_dataset(str(local) if local.exists() else dataset_id, config, split=split or "train",
+                                   streaming=not local.exists(), **kwargs)
     except Exception as err:  # noqa: BLE001 - datasets raises many types; all are user-facing here
         raise CalmixError(f"cannot load hub dataset {dataset_id} ({config or 'default'}, {split}): "
                           f"{str(err).splitlines()[0][:200]}") from None

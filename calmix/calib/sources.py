@@ -24,6 +24,8 @@ class HubRef:
     split: str = "train"
     fields: tuple[str, ...] | None = None
     template: Callable[[dict], str] | None = None
+    data_files: str | None = None  # e.g. one shard of a huge corpus
+    max_docs: int = loaders.HUB_MAX_DOCS  # streamed: only this many records are fetched
 
     def describe(self) -> str:
         return ":".join(x for x in (self.dataset, self.config or "", self.split) if x)
@@ -159,7 +161,8 @@ class Source:
             docs = _cached_package_docs(self)
         else:
             h = self.hub
-            docs = loaders.load_hub(h.dataset, h.config, h.split, h.fields, h.template)
+            docs = loaders.load_hub(h.dataset, h.config, h.split, h.fields, h.template, limit=h.max_docs,
+                                    data_files=h.data_files)
         docs = [d for d in docs if d and d.strip()]
         if not docs:
             raise CalmixError(f"source {self.name} ({org}) yielded no text documents")
@@ -304,7 +307,7 @@ HO_GSM8K = HoldOut("eval/gsm8k/test.jsonl", lambda r: r["question"], lambda r: r
 _DEFS: list[Source] = [
     # General
     Source("c4", "General", "C4 en web text (first shard, SparseGPT/Wanda convention)",
-           hub=HubRef("allenai/c4", "en", "train", ("text",)),
+           hub=HubRef("allenai/c4", None, "train", ("text",), data_files="en/c4-train.00000-of-01024.json.gz"),
            local=("calib/c4/c4-train.00000-of-01024.first1000.jsonl",)),
     Source("wikitext2", "General", "WikiText-2 (local: tokenised valid split, so test perplexity is not leaked)",
            hub=HubRef("Salesforce/wikitext", "wikitext-2-raw-v1", "train", ("text",)),
