@@ -16,7 +16,7 @@ import torch
 from calmix.calib.calibset import CalibSet
 from calmix.calib.metrics import agg4_pooled, ngrams, sample_metrics
 from calmix.calib.selfgen import (TempSchedule, _decode, _eos_for_join, _no_tokens, _positive, _fraction, bos_id,
-                                  generate, join_eos, model_name, parse_params, sequence_perplexities)
+                                  generate, join_eos, model_name, subseed, parse_params, sequence_perplexities)
 from calmix.errors import CalmixError
 
 
@@ -211,7 +211,7 @@ def igsp_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device
         if len(opener) >= gen_len:
             raise CalmixError(f"igsp: gen_len={gen_len} leaves no room after the opener of mode {mode.name}")
         new = generate(model, tokenizer, [[bos] + opener] * len(idx), gen_len - len(opener),
-                       seed=seed * 1_000_003 + mi, temperature=schedule, top_p=p.top_p, top_k=p.top_k,
+                       seed=subseed(seed, mi), temperature=schedule, top_p=p.top_p, top_k=p.top_k,
                        repetition_penalty=p.repetition_penalty, batch_size=p.batch_size, device=device,
                        desc=f"igsp pool: {mode.name}")
         for i, g in zip(idx, new):

@@ -112,7 +112,7 @@ def generate(model, tokenizer, prompts_ids: Sequence[Sequence[int]], max_new_tok
     pad_id = getattr(tokenizer, "pad_token_id", None)
     pad_id = pad_id if pad_id is not None else (min(eos) if eos else 0)
     dev = torch.device(device)
-    gen = torch.Generator(device=dev).manual_seed(int(seed))
+    gen = torch.Generator(device=dev).manual_seed(int(seed) % 2**63)
     cache_kw = _cache_kwarg(model)
     eos_t = torch.tensor(sorted(eos), dtype=torch.long, device=dev) if eos else None
     first_mask = None
@@ -287,6 +287,11 @@ class SGSParams:
 
 # ----------------------------------------------------------------------------------------------- helpers
 
+def subseed(seed: int, i: int) -> int:
+    """A derived seed for step i of a seeded procedure (fits torch's 64-bit seeds)."""
+    return (int(seed) * 1_000_003 + i) % 2**63
+
+
 def model_name(model) -> str:
     """A short name of the model for provenance cards."""
     return str(getattr(model, "calmix_spec", None) or getattr(getattr(model, "config", None), "_name_or_path", "")
@@ -366,7 +371,7 @@ def selfcal_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, dev
     stream: list[int] = []
     for rnd in range(8):
         count = max(1, math.ceil((need - len(stream)) / gen_len))
-        new = generate(model, tokenizer, [[bos]] * count, gen_len, seed=seed * 1_000_003 + rnd,
+        new = generate(model, tokenizer, [[bos]] * count, gen_len, seed=subseed(seed, rnd),
                        temperature=TempSchedule(p.t_initial, p.t_final, p.n), top_p=p.top_p, top_k=p.top_k,
                        repetition_penalty=p.repetition_penalty, batch_size=p.batch_size, device=device,
                        first_token_ids=first, desc=f"selfcal round {rnd + 1}")

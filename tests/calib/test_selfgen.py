@@ -167,3 +167,13 @@ def test_params_parsing_and_errors():
         parse_params(SelfCalParams, {"top_p": "0"}, "selfcal")
     with pytest.raises(CalmixError, match="unknown self-generated set"):
         generate_set("nope", None, None, 1, 8)
+
+
+def test_large_seed_and_registered_prefix_source(tiny_model, default_tokenizer):
+    big = 3046529978703555959  # builders pass hashed seeds near 2**63
+    s = generate_set("sgs", tiny_model, default_tokenizer, 2, 8, seed=big,
+                     params={"source": "pydoc-topics", "ngen": "3", "gen_len": "6", "drop": "0.34"})
+    assert s.input_ids.shape == (2, 8) and s.card["prefix_source"] == "pydoc-topics" and s.card["ndropped"] == 1
+    assert generate_set("selfcal", tiny_model, default_tokenizer, 1, 8, seed=big).input_ids.shape == (1, 8)
+    with pytest.raises(CalmixError):
+        generate_set("sgs", tiny_model, default_tokenizer, 2, 8, params={"source": "no-such-source", "ngen": "2"})
