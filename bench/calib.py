@@ -23,7 +23,7 @@ from calmix.calib.build import build_calib  # noqa: E402
 from calmix.calib.sources import SOURCES  # noqa: E402
 from calmix.runrecord import peak_rss_mb, write_json_atomic  # noqa: E402
 
-METRIC_COLS = ("perplexity", "agg4", "repetition", "distinct_1", "distinct_4", "vocab_coverage", "entropy", "zipf",
+METRIC_COLS = ("ppl", "agg4", "repetition", "distinct_1", "distinct_4", "vocab_coverage", "entropy", "zipf",
                "compression")
 
 
@@ -42,6 +42,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sources", default="", help="comma list (default: every available source)")
     ap.add_argument("--no-metrics", action="store_true")
     ap.add_argument("--no-selfgen", action="store_true")
+    ap.add_argument("--ppl-sources", default="all",
+                    help="comma list of sources whose dense perplexity is measured ('all', or 'none'); "
+                         "the other metrics are computed for every source")
     ap.add_argument("--gen-nsamples", type=int, default=4, help="rows per self-generated set (generation is slow)")
     ap.add_argument("--gen-seqlen", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
@@ -55,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     have_metrics = importlib.util.find_spec("calmix.calib.metrics") is not None and not args.no_metrics
     have_selfgen = importlib.util.find_spec("calmix.calib.selfgen") is not None and not args.no_selfgen
     model = None
-    if have_metrics or have_selfgen:
+    if (have_metrics and args.ppl_sources != "none") or have_selfgen:
         model, tok = load_model(args.model)
     else:
         tok = load_tokenizer(args.model)
@@ -77,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
             from calmix.calib.metrics import set_metrics
 
             t = time.perf_counter()
-            res = set_metrics(cs, model=model, tokenizer=tok)
+            with_ppl = args.ppl_sources == "all" or name in args.ppl_sources.split(",")
+            res = set_metrics(cs, model=model if with_ppl else None, tokenizer=tok)
             row["metrics_s"] = time.perf_counter() - t
             row["metrics"] = res["set"]
         rows.append(row)

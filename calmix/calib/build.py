@@ -11,6 +11,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import torch
+from tqdm.auto import tqdm
 
 from calmix.calib.calibset import CalibSet
 from calmix.calib.sources import SOURCES, HubRef, Source, get_source
@@ -373,9 +374,8 @@ def build_calib(spec: str | ParsedSpec, tokenizer, nsamples: int, seqlen: int, s
                 pass  # unreadable cache entry: rebuild and overwrite
     t0 = time.perf_counter()
     built: list[tuple[SpecPart, int, _Built]] = []
-    for (part, _w), count in zip(parsed.parts, counts):
-        if count == 0:
-            continue
+    todo = [(part, count) for (part, _w), count in zip(parsed.parts, counts) if count > 0]
+    for part, count in tqdm(todo, desc="calibration sources", unit="source", disable=None if len(todo) > 1 else True):
         sub = derive_seed(seed, part.label)
         if part.kind == "gen":
             b = _build_gen_part(part, model, tokenizer, count, seqlen, sub, device)

@@ -267,7 +267,9 @@ def hub_obqa(rec: dict) -> str:
 
 def dialogue(rec: dict) -> str:
     """A DailyDialog record as alternating speaker turns."""
-    turns = rec.get("dialogue") or rec.get("dialog") or []
+    turns = rec.get("dialogue") or rec.get("dialog") or rec.get("utterances") or []
+    if not turns:
+        return loaders.record_text(rec)
     lines = [(t["text"] if isinstance(t, dict) else str(t)).strip() for t in turns]
     return "\n".join(f"{'AB'[i % 2]}: {t}" for i, t in enumerate(lines) if t)
 
@@ -322,7 +324,7 @@ _DEFS: list[Source] = [
            local=("calib/pubmedqa/pubmed_qa_labeled.jsonl",),
            local_template=lambda r: r["context"] + r["continuation"]),
     Source("tinyshakespeare", "General", "Tiny Shakespeare (books/literature)",
-           hub=HubRef("Trelis/tiny-shakespeare", None, "train", ("Text",)),
+           hub=HubRef("Trelis/tiny-shakespeare", None, "train"),
            local=("calib/tinyshakespeare/input.txt",)),
     Source("dailydialog", "General", "DailyDialog conversations (dialogue)",
            hub=HubRef("roskoN/dailydialog", None, "train", template=dialogue),

@@ -197,3 +197,33 @@ def test_chunk_text_keeps_all_text():
     chunks = loaders.chunk_text(text, max_chars=2000)
     assert all(len(c) <= 2000 for c in chunks)
     assert "\n\n".join(chunks) == text
+
+
+HUB_RECORDS = {  # one record per source in the hub dataset's published schema
+    "arc-easy": {"question": "Which is a gas?", "choices": {"text": ["rock", "steam"], "label": ["A", "B"]}, "answerKey": "B"},
+    "obqa": {"question_stem": "Sun is a", "choices": {"text": ["star", "moon"], "label": ["A", "B"]}, "answerKey": "A"},
+    "boolq": {"question": "is water wet", "answer": True, "passage": "Water is a liquid."},
+    "csqa": {"question": "Where is a fork kept?", "choices": {"label": ["A", "B"], "text": ["drawer", "sky"]}, "answerKey": "A"},
+    "winogrande": {"sentence": "The cup broke because _ was fragile.", "option1": "the cup", "option2": "the floor", "answer": "1"},
+    "hellaswag": {"ctx": "A man picks up a ball.", "endings": ["He throws it.", "He eats it."], "label": "0"},
+    "gsm8k": {"question": "2+2?", "answer": "2+2=4\n#### 4"},
+    "metamath": {"query": "What is 3*3?", "response": "3*3=9. The answer is: 9", "type": "GSM_Rephrased"},
+    "math": {"problem": "Solve x+1=2.", "solution": "x=\\boxed{1}", "level": "Level 1", "type": "Algebra"},
+    "pubmedqa": {"question": "Does X help?", "context": {"contexts": ["Background.", "Results."]},
+                 "long_answer": "It helps.", "final_decision": "yes"},
+    "alpaca": {"instruction": "Say hi.", "input": "", "output": "hi"},
+    "codealpaca": {"instruction": "Add numbers.", "input": "1, 2", "output": "def add(a, b): return a + b"},
+    "dailydialog": {"dialog": ["Hi there.", "Hello!"]},
+}
+HUB_EXPECT = {"arc-easy": "Answer: B. steam", "obqa": "Answer: A. star", "boolq": "Answer: true",
+              "csqa": "Answer: A. drawer", "winogrande": "because the cup was", "hellaswag": "ball. He throws it.",
+              "gsm8k": "#### 4", "metamath": "Question: What is 3*3?\nAnswer: 3*3=9", "math": "\\boxed{1}",
+              "pubmedqa": "It helps. yes", "alpaca": "Response:\nhi", "codealpaca": "Input:\n1, 2",
+              "dailydialog": "A: Hi there.\nB: Hello!"}
+
+
+@pytest.mark.parametrize("name", sorted(HUB_RECORDS))
+def test_hub_templates_on_published_schema(name):
+    hub = SOURCES[name].hub
+    text = hub.template(HUB_RECORDS[name]) if hub.template else loaders.record_text(HUB_RECORDS[name], hub.fields)
+    assert HUB_EXPECT[name] in text, text
