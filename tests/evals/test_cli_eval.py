@@ -1,0 +1,69 @@
+"""`calmix eval` end to end on a tiny saved model folder."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from calmix.cli import main
+
+
+@pytest.fixture()
+def tiny_dir(tmp_path, tiny_model, default_tokenizer):
+    folder = tmp_path / "tiny"
+    tiny_model.save_pretrained(folder)
+    default_tokenizer.save_pretrained(folder)
+    return folder
+
+
+def test_unknown_task_or_suite_exits_2(tmp_path, capsys):
+    assert main(["eval", "--model", "default", "--tasks", "arc_easy,nope", "--out", str(tmp_path / "o.json")]) == 2
+    assert "unknown task 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as err:
+        main(["eval", "--model", "default", "--suite", "huge", "--out", str(tmp_path / "o.json")])
+    assert err.value.code == 2
+    assert not (tmp_path / "o.json").exists()
+
+
+def test_model_without_tokenizer_exits_2(tmp_path, tiny_model, capsys):
+    folder = tmp_path / "notok"
+    tiny_model.save_pretrained(folder)
+    rc = main(["eval", "--model", str(folder), "--tasks", "humaneval_probe_pkg", "--limit", "2",
+               "--out", str(tmp_path / "o.json")])
+    assert rc == 2 and "tokenizer" in capsys.readouterr().err
+
+
+def test_cli_eval_with_dense_cache(tiny_dir, tmp_path, monkeypatch, shared, capsys):
+    monkeypatch.setenv("CALMIX_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "res" / "eval.json"
+    args = ["eval", "--model", str(tiny_dir), "--suite", "small",
+            "--tasks", "wikitext2_probe,arc_easy,humaneval_probe,gsm8k_probe", "--limit", "3", "--seed", "1",
+            "--dense", str(tiny_dir), "--out", str(out)]
+    assert main(args) == 0
+    data = json.loads(out.read_text())
+    scores = data["scores"]
+    assert set(scores["tasks"]) == {"wikitext2_probe", "arc_easy", "humaneval_probe", "gsm8k_probe"}
+    assert all(t["n"] == 3 for t in scores["tasks"].values())
+    # the dense model is the same model: every retention is 100 % (None where a random model is below chance)
+    for dim in ("General", "Code", "Math", "Total"):
+        assert data["retention"][dim] == pytest.approx(100.0, abs=1e-6)
+    dense_cs = data["dense"]["dimensions"]["Commonsense"]
+    assert data["retention"]["Commonsense"] == (pytest.approx(100.0) if dense_cs > 0 else None)
+    record = json.loads((out.parent / "eval.run.json").read_text())
+    assert record["command"] == "eval" and record["config"]["limit"] == 3
+    cached = list((tmp_path / "cache" / "dense").glob("*.json"))
+    assert len(cached) == 1
+    table = capsys.readouterr().out
+    assert "Total retention" in table and "arc_easy" in table
+
+    # Second run: the dense scores come from the cache, not recomputed.
+    assert main(args) == 0
+    again = json.loads(out.read_text())
+    assert again["dense"]["config"]["cached"] == str(cached[0])
+    assert again["dense"]["dimensions"] == data["dense"]["dimensions"]
+
+    # --dense may also be an earlier output file.
+    out2 = tmp_path / "res" / "eval2.json"
+    assert main(args[:-4] + ["--dense", str(out), "--out", str(out2)]) == 0
+    assert json.loads(out2.read_text())["retention"]["Total"] == pytest.approx(100.0)
