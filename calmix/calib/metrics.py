@@ -113,8 +113,16 @@ def compression_ratio(text: str) -> float:
     return len(raw) / len(zlib.compress(raw, 9))
 
 
+def _model_vocab(model) -> int | None:
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is not None and hasattr(head, "out_features"):
+        return int(head.out_features)
+    return getattr(getattr(model, "config", None), "vocab_size", None)
+
+
 def token_nll(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, batch_size: int = 8,
-              device: str | torch.device = "cpu", progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+              device: str | torch.device = "cpu", progress: bool = True,
+              max_logit_bytes: int = 2**30) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-row (sum of next-token NLL in nats, number of predicted tokens); a target counts if it and its context
     token are both real (mask 1)."""
     if input_ids.dim() != 2:
@@ -125,6 +133,10 @@ def token_nll(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | Non
     sums = torch.zeros(n, dtype=torch.float64)
     counts = torch.zeros(n, dtype=torch.long)
     model_device = torch.device(device)
+    # cap the rows per forward so the [rows, L, vocab] fp32 logits stay under max_logit_bytes
+    vocab = _model_vocab(model)
+    if vocab:
+        batch_size = max(1, min(batch_size, max_logit_bytes // (4 * vocab * input_ids.shape[1])))
     starts = range(0, n, max(1, batch_size))
     with torch.inference_mode():
         for s in tqdm(starts, desc="perplexity", unit="batch", disable=None if progress else True, leave=False):
@@ -132,8 +144,7 @@ def token_nll(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | Non
             mask = attention_mask[s:s + batch_size].to(model_device).long()
             pos = (mask.cumsum(-1) - 1).clamp(min=0)
             logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits.float()
-            logp = torch.log_softmax(logits[:, :-1], dim=-1)
-            nll = -logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
             valid = (mask[:, 1:] * mask[:, :-1]).bool()
             sums[s:s + batch_size] = (nll * valid).sum(-1).double().cpu()
             counts[s:s + batch_size] = valid.sum(-1).cpu()

@@ -447,6 +447,7 @@ def sgs_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device:
     t0 = time.perf_counter()
     if prefix_docs is None:
         source_name, prefix_docs = sgs_prefix_documents(p.source)
+        p.source = source_name
     else:
         source_name = "prefix_docs (given)"
     ngen = p.ngen or math.ceil(nsamples * seqlen / gen_len / (1.0 - p.drop))

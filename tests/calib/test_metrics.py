@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from calmix.calib.calibset import CalibSet
-from calmix.calib.metrics import (agg4, agg4_pooled, compression_ratio, distinct_n, distinct_n_pooled,
+from calmix.calib.metrics import (agg4, agg4_pooled, compression_ratio, distinct_n, distinct_n_pooled, token_nll,
                                   format_metrics, ngrams, perplexities, repetition, set_metrics, unigram_entropy,
                                   vocab_coverage, zipf_exponent)
 from calmix.errors import CalmixError
@@ -116,6 +116,9 @@ def test_perplexity_matches_manual_log_softmax_with_padding(tiny_model_small_voc
     pooled = math.exp(sum(s for s, _ in manual) / sum(c for _, c in manual))
     assert pp["ppl"] == pytest.approx(pooled, rel=1e-4)
     assert pp["ppl_mean"] == pytest.approx(sum(math.exp(s / c) for s, c in manual) / 3, rel=1e-4)
+    # a logits-memory cap of one byte forces one row per forward: same sums
+    sums, counts = token_nll(model, ids, mask, batch_size=3, progress=False, max_logit_bytes=1)
+    assert sums.tolist() == pytest.approx([s for s, _ in manual], rel=1e-4) and counts.tolist() == [9, 6, 5]
 
 
 def test_set_metrics_without_tokenizer(tiny_model_small_vocab):
