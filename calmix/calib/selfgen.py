@@ -66,9 +66,13 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
     return torch.where(seen, penalised, logits)
 
 
-def _cache_kwarg(model) -> str:
+def _step_kwargs(model) -> tuple[dict, str]:
+    """Keyword arguments of a cached decoding step for this model's forward (transformers 5 renamed the cache)."""
     params = inspect.signature(model.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    kw = {"use_cache": True}
+    if "logits_to_keep" in params:
+        kw["logits_to_keep"] = 1
+    return kw, ("cache" if "cache" in params else "past_key_values")
 
 
 def _new_cache(model):
@@ -113,7 +117,7 @@ def generate(model, tokenizer, prompts_ids: Sequence[Sequence[int]], max_new_tok
     pad_id = pad_id if pad_id is not None else (min(eos) if eos else 0)
     dev = torch.device(device)
     gen = torch.Generator(device=dev).manual_seed(int(seed) % 2**63)
-    cache_kw = _cache_kwarg(model)
+    step_kw, cache_kw = _step_kwargs(model)
     eos_t = torch.tensor(sorted(eos), dtype=torch.long, device=dev) if eos else None
     first_mask = None
     outputs: list[list[int]] = []
@@ -137,8 +141,8 @@ def generate(model, tokenizer, prompts_ids: Sequence[Sequence[int]], max_new_tok
             cache = _new_cache(model)
             step_ids, step_pos = ids, pos
             for step in range(max_new_tokens):
-                out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, use_cache=True,
-                            logits_to_keep=1, **{cache_kw: cache})
+                out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, **step_kw,
+                            **{cache_kw: cache})
                 logits = out.logits[:, -1, :].float()
                 if vocab is None:
                     vocab = logits.shape[-1]

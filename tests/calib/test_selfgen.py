@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from calmix.calib.selfgen import (TempSchedule, apply_repetition_penalty, filter_logits, generate, generate_set,
-                                  parse_params, SelfCalParams, stopword_token_ids)
+                                  parse_params, prefix_paragraphs, SelfCalParams, stopword_token_ids)
 from calmix.errors import CalmixError
 
 DOCS = ["The cat sat on the mat all day long.", "A quick brown fox jumps over the lazy dog.",
@@ -177,3 +177,9 @@ def test_large_seed_and_registered_prefix_source(tiny_model, default_tokenizer):
     assert generate_set("selfcal", tiny_model, default_tokenizer, 1, 8, seed=big).input_ids.shape == (1, 8)
     with pytest.raises(CalmixError):
         generate_set("sgs", tiny_model, default_tokenizer, 2, 8, params={"source": "no-such-source", "ngen": "2"})
+
+
+def test_prefix_paragraphs_skip_headings_and_rules():
+    doc = " \n = Homarus gammarus = \n \n Homarus gammarus , known as the lobster\n****\n2 lobsters\n"
+    assert prefix_paragraphs([doc, "Plain text."]) == ["Homarus gammarus , known as the lobster", "2 lobsters",
+                                                       "Plain text."]
