@@ -10,7 +10,7 @@ from torch import Tensor
 from calmix.errors import CalmixError
 from calmix.prune.magnitude import magnitude_prune
 from calmix.prune.masks import PruneResult
-from calmix.prune.sparsegpt import sparsegpt_prune
+from calmix.prune.sparsegpt import hessian_factor, sparsegpt_prune
 from calmix.prune.wanda import wanda_prune
 
 
@@ -22,11 +22,13 @@ class Pruner:
     stats: Literal["hessian", "xnorm", None]
     fn: Callable[..., PruneResult]
     description: str
+    prepare: Callable[..., object] | None = None  # turns the statistic into what fn takes, once per input group
 
 
 PRUNERS: dict[str, Pruner] = {
     "sparsegpt": Pruner("sparsegpt", "hessian", sparsegpt_prune,
-                        "SparseGPT: OBS pruning with weight reconstruction, needs H = 2XXᵀ/n"),
+                        "SparseGPT: OBS pruning with weight reconstruction, needs H = 2XXᵀ/n",
+                        prepare=lambda H, percdamp=0.01, **_: hessian_factor(H, percdamp)),
     "wanda": Pruner("wanda", "xnorm", wanda_prune,
                     "Wanda: |W|·||X_j||, lowest per output row, no weight update"),
     "magnitude": Pruner("magnitude", None, magnitude_prune,
@@ -53,3 +55,10 @@ def apply_pruner(pruner: Pruner, W: Tensor, stat: Tensor | None, sparsity: float
     if pruner.stats == "hessian":
         return pruner.fn(W, stat, sparsity, n, m, **opts)
     return pruner.fn(W, stat, sparsity, n, m)
+
+
+def prepare_stat(pruner: Pruner, stat: Tensor | None, **opts):
+    """The statistic in the form pruner.fn takes, computed once for all linears sharing an input (or as is)."""
+    if pruner.prepare is None or stat is None:
+        return stat
+    return pruner.prepare(stat, **opts)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -88,26 +89,45 @@ def _inverse_cholesky(H: Tensor, damp: float, max_tries: int) -> tuple[Tensor, f
                       f"raise percdamp or max_damp_tries, or use more calibration tokens")
 
 
-def sparsegpt_prune(W: Tensor, H: Tensor, sparsity: float, n: int = 0, m: int = 0, blocksize: int = 128,
-                    percdamp: float = 0.01, max_damp_tries: int = 5) -> PruneResult:
-    """Prune W [out, in] given H = 2XXᵀ/n [in, in] by SparseGPT; unstructured, or N:M when m > 0 (sparsity unused)."""
+@dataclass
+class HessianFactor:
+    """H prepared once for every linear that reads the same input: upper Cholesky of (H+λI)⁻¹ and dead inputs."""
+
+    hinv: Tensor
+    dead: Tensor
+    damp: float
+    tries: int
+
+
+def hessian_factor(H: Tensor, percdamp: float = 0.01, max_damp_tries: int = 5,
+                   dtype: torch.dtype = torch.float32) -> HessianFactor:
+    """Dead inputs set to H_ii = 1, damping λ = percdamp·mean(diag H), then the inverse's upper Cholesky factor."""
+    H = H.detach().to(dtype=dtype, copy=True)
+    dead = torch.diag(H) == 0
+    H[dead, dead] = 1
+    hinv, damp, tries = _inverse_cholesky(H, percdamp * torch.diag(H).mean().item(), max_damp_tries)
+    return HessianFactor(hinv, dead, damp, tries)
+
+
+def sparsegpt_prune(W: Tensor, H: Tensor | HessianFactor, sparsity: float, n: int = 0, m: int = 0,
+                    blocksize: int = 128, percdamp: float = 0.01, max_damp_tries: int = 5) -> PruneResult:
+    """Prune W [out, in] given H = 2XXᵀ/n [in, in] (or its HessianFactor) by SparseGPT; N:M when m > 0."""
     rows, cols = W.shape
     validate_pattern(sparsity, n, m, cols)
-    if H.shape != (cols, cols):
-        raise ValueError(f"H has shape {tuple(H.shape)}, expected ({cols}, {cols})")
+    shape = tuple(H.hinv.shape if isinstance(H, HessianFactor) else H.shape)
+    if shape != (cols, cols):
+        raise ValueError(f"H has shape {shape}, expected ({cols}, {cols})")
     if blocksize < 1:
         raise CalmixError(f"blocksize {blocksize} must be >= 1: use the default 128")
     if m:
         blocksize = max(m, blocksize // m * m)
-    dtype = torch.float64 if torch.float64 in (W.dtype, H.dtype) else torch.float32
+    hdtype = H.hinv.dtype if isinstance(H, HessianFactor) else H.dtype
+    dtype = torch.float64 if torch.float64 in (W.dtype, hdtype) else torch.float32
     W0, W = W, W.detach().to(dtype=dtype, copy=True)
-    H = H.detach().to(W.device, dtype, copy=True)
-
-    dead = torch.diag(H) == 0
-    H[dead, dead] = 1
+    if not isinstance(H, HessianFactor):
+        H = hessian_factor(H.to(W.device), percdamp, max_damp_tries, dtype)
+    Hinv, dead, damp, tries = H.hinv.to(W.device, dtype), H.dead.to(W.device), H.damp, H.tries
     W[:, dead] = 0
-    Hinv, damp, tries = _inverse_cholesky(H, percdamp * torch.diag(H).mean().item(), max_damp_tries)
-    del H
 
     mask = torch.zeros(rows, cols, dtype=torch.bool, device=W.device)
     losses = torch.zeros(rows, dtype=dtype, device=W.device)

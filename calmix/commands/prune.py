@@ -1,0 +1,159 @@
+"""`calmix prune`, `calmix ppl`, `calmix sparsity`: prune a model, measure perplexity and sparsity."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from calmix.errors import CalmixError
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps (default cpu)")
+    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 (default float32)")
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("prune", help="prune a model layer by layer on a calibration set",
+                       description="Prune every decoder linear of a causal LM and save the pruned model.")
+    p.add_argument("--model", default="default", help="HF folder, hub id, .gguf file, 'default' or 'gemma3-270m'")
+    p.add_argument("--method", default="sparsegpt", help="sparsegpt | wanda | magnitude (default sparsegpt)")
+    p.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights to prune, in [0, 1)")
+    p.add_argument("--pattern", default="unstructured", help="'unstructured' or N:M such as 2:4 (default unstructured)")
+    p.add_argument("--calib", default="c4", help="calibration spec: source name, file, mix:..., selfcal, igsp, a built set")
+    p.add_argument("--nsamples", type=int, default=128, help="calibration windows (default 128)")
+    p.add_argument("--seqlen", type=int, default=2048, help="tokens per window (default 2048)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration windows (default 0)")
+    p.add_argument("--blocksize", type=int, default=128, help="SparseGPT column block size (default 128)")
+    p.add_argument("--percdamp", type=float, default=0.01, help="SparseGPT damping, fraction of mean diag(H)")
+    p.add_argument("--dense-inputs", action="store_true",
+                   help="feed each layer the dense model's activations instead of the pruned ones")
+    p.add_argument("--include", action="append", default=None, help="fnmatch pattern of linears to prune (repeatable)")
+    p.add_argument("--exclude", action="append", default=None, help="fnmatch pattern of linears to skip (repeatable)")
+    p.add_argument("--batch-size", type=int, default=8, help="calibration windows per layer forward (default 8)")
+    p.add_argument("--offload", default="auto", help="where activations live: auto | device | cpu")
+    p.add_argument("--ppl", action="store_true", help="also measure WikiText-2 perplexity, dense and pruned")
+    p.add_argument("--ppl-windows", type=int, default=None, help="limit the perplexity to this many windows")
+    p.add_argument("--out", required=True, help="output folder (a loadable HF model folder + calmix.json)")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_prune)
+
+    p = sub.add_parser("ppl", help="perplexity on WikiText-2 or a text file (SparseGPT-style windows)")
+    p.add_argument("--model", default="default", help="HF folder, hub id, .gguf file or 'default'")
+    p.add_argument("--data", default="wikitext2", help="wikitext2 or a .txt/.jsonl file (default wikitext2)")
+    p.add_argument("--seqlen", type=int, default=2048, help="window length (default 2048)")
+    p.add_argument("--max-windows", type=int, default=None, help="only the first N windows")
+    p.add_argument("--out", default=None, help="write the result as JSON here")
+    _add_model_args(p)
+    p.set_defaults(func=cmd_ppl)
+
+    p = sub.add_parser("sparsity", help="report the sparsity of a saved model's decoder linears")
+    p.add_argument("model", help="model folder (or any model spec)")
+    p.add_argument("--json", action="store_true", help="print the full per-linear report as JSON")
+    p.set_defaults(func=cmd_sparsity)
+
+
+def _calib_set(args, tokenizer, model):
+    from calmix.calib import build_calib
+
+    return build_calib(args.calib, tokenizer, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
+                       model=model, device=args.device)
+
+
+def cmd_prune(args) -> int:
+    from calmix.models import load_model
+    from calmix.prune.engine import PruneConfig, prune_model, validate_config
+    from calmix.runrecord import Timer, atomic_dir, check_writable_dir, run_record, write_json_atomic
+
+    if args.nsamples < 1 or args.seqlen < 2:
+        raise CalmixError("--nsamples must be >= 1 and --seqlen >= 2")
+    out = check_writable_dir(args.out)
+    cfg = PruneConfig(method=args.method, sparsity=args.sparsity, pattern=args.pattern, blocksize=args.blocksize,
+                      percdamp=args.percdamp, true_sequential=not args.dense_inputs,
+                      include=tuple(args.include or ("*",)), exclude=tuple(args.exclude or ()),
+                      offload=args.offload, batch_size=args.batch_size)
+    from calmix.prune.registry import get_pruner
+
+    get_pruner(cfg.method)  # fail on an unknown method before loading anything
+    cfg.nm()
+    timer = Timer()
+    with timer("load"):
+        model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
+    validate_config(model, cfg)
+    with timer("calibration"):
+        calib = _calib_set(args, tok, model)
+    result: dict = {}
+    if args.ppl:
+        from calmix.evals.ppl import dataset_perplexity
+
+        with timer("ppl_dense"):
+            result["ppl_dense"] = dataset_perplexity(model, tok, "wikitext2", seqlen=min(args.seqlen, 2048),
+                                                     device=args.device, max_windows=args.ppl_windows)
+    with timer("prune"):
+        report = prune_model(model, calib, cfg, device=args.device)
+    if args.ppl:
+        with timer("ppl_pruned"):
+            result["ppl_pruned"] = dataset_perplexity(model, tok, "wikitext2", seqlen=min(args.seqlen, 2048),
+                                                      device=args.device, max_windows=args.ppl_windows)
+    with atomic_dir(out) as tmp:
+        with timer("save"):
+            model.save_pretrained(tmp)
+            tok.save_pretrained(tmp)
+            calib_card = {k: v for k, v in calib.card.items() if k not in ("texts", "generations")}
+            record = run_record("prune", cfg, timer.times, model=args.model, device=args.device, dtype=args.dtype,
+                                calib={"spec": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen,
+                                       "seed": args.seed, "card": calib_card},
+                                overall_sparsity=report.sparsity, layers=report.to_dict()["layers"],
+                                engine_timings=report.timings, **result)
+            write_json_atomic(tmp / "calmix.json", record)
+    msg = f"pruned {args.model} with {cfg.method} ({cfg.pattern if cfg.nm()[1] else f'{cfg.sparsity:.0%}'}): " \
+          f"sparsity {report.sparsity:.4f} over {len(report.layers)} linears in {timer.times['prune']:.1f} s"
+    print(msg)
+    if args.ppl:
+        print(f"WikiText-2 perplexity: dense {result['ppl_dense']['ppl']:.2f} -> pruned {result['ppl_pruned']['ppl']:.2f}")
+    print(f"saved to {out} (calmix.json holds the run record)")
+    return 0
+
+
+def cmd_ppl(args) -> int:
+    from calmix.evals.ppl import dataset_perplexity
+    from calmix.models import load_model
+    from calmix.runrecord import Timer, run_record, write_json_atomic
+
+    if args.seqlen < 2:
+        raise CalmixError("--seqlen must be >= 2")
+    timer = Timer()
+    with timer("load"):
+        model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
+    with timer("ppl"):
+        res = dataset_perplexity(model, tok, args.data, seqlen=args.seqlen, device=args.device,
+                                 max_windows=args.max_windows)
+    print(f"perplexity {res['ppl']:.3f} on {res['data']} ({res['windows']} windows x {res['seqlen']} tokens)")
+    if args.out:
+        write_json_atomic(args.out, run_record("ppl", vars_clean(args), timer.times, **res))
+    return 0
+
+
+def cmd_sparsity(args) -> int:
+    from calmix.models import load_model
+    from calmix.prune.engine import model_sparsity
+
+    path = Path(args.model)
+    if not path.exists() and args.model not in ("default", "gemma3-270m"):
+        raise CalmixError(f"model folder {args.model} does not exist")
+    model, _ = load_model(args.model)
+    rep = model_sparsity(model)
+    if args.json:
+        print(json.dumps(rep, indent=2))
+    else:
+        print(f"{rep['n_linears']} decoder linears, {rep['n_weights']:,} weights, overall sparsity {rep['overall']:.4f}")
+        values = list(rep["linears"].values())
+        if values:
+            print(f"per-linear sparsity: min {min(values):.4f}, max {max(values):.4f}")
+    return 0
+
+
+def vars_clean(args) -> dict:
+    """argparse namespace as a JSON-able dict without the handler."""
+    return {k: v for k, v in vars(args).items() if k != "func"}

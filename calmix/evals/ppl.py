@@ -1,0 +1,88 @@
+"""Perplexity, SparseGPT-style: non-overlapping seqlen windows of one joined text."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+
+from calmix.errors import CalmixError
+from calmix.paths import shared_data
+
+WIKITEXT2_HUB = ("wikitext", "wikitext-2-raw-v1", "test")
+
+
+def wikitext2_text() -> str:
+    """The WikiText-2 raw test split: ../shared/data here, the HF hub for users."""
+    root = shared_data()
+    if root is not None and (root / "calib" / "wikitext2" / "wiki.test.raw").is_file():
+        return (root / "calib" / "wikitext2" / "wiki.test.raw").read_text(encoding="utf-8")
+    try:
+        import datasets
+    except ImportError:
+        raise CalmixError("WikiText-2 not found locally (looked for ../shared/data/calib/wikitext2/wiki.test.raw) "
+                          "and `datasets` is not installed: pip install datasets, or pass --data FILE") from None
+    try:
+        ds = datasets.load_dataset(*WIKITEXT2_HUB[:2], split=WIKITEXT2_HUB[2])
+    except Exception as err:  # noqa: BLE001 - any hub failure is reported the same way
+        raise CalmixError(f"cannot load WikiText-2 from the hub ({str(err).splitlines()[0][:120]}): "
+                          "pass --data FILE with a local text file") from None
+    return "\n\n".join(ds["text"])
+
+
+def text_of(data: str) -> tuple[str, str]:
+    """(text, label) for --data: 'wikitext2' or a .txt / .raw / .jsonl file."""
+    if data == "wikitext2":
+        return wikitext2_text(), "wikitext2-test"
+    path = Path(data).expanduser()
+    if not path.is_file():
+        raise CalmixError(f"perplexity data '{data}' not found: pass wikitext2 or an existing text file")
+    if path.suffix == ".jsonl":
+        import json
+
+        texts = []
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    raise CalmixError(f"{path}:{i} is not valid JSON") from None
+                texts.append(rec.get("text", "") if isinstance(rec, dict) else str(rec))
+        return "\n\n".join(texts), str(path)
+    return path.read_text(encoding="utf-8"), str(path)
+
+
+@torch.no_grad()
+def perplexity(model, input_ids: torch.Tensor, seqlen: int, device: str | torch.device | None = None,
+               batch_size: int = 1, max_windows: int | None = None, progress: bool = True) -> dict:
+    """Perplexity over non-overlapping seqlen windows of a 1-D token stream (the tail is dropped)."""
+    ids = input_ids.reshape(-1)
+    nwin = ids.numel() // seqlen
+    if max_windows is not None:
+        nwin = min(nwin, max_windows)
+    if nwin == 0:
+        raise CalmixError(f"the text has {ids.numel()} tokens, fewer than one window of {seqlen}: lower --seqlen")
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    windows = ids[: nwin * seqlen].view(nwin, seqlen)
+    nll_sum, count = 0.0, 0
+    for i in tqdm(range(0, nwin, batch_size), desc="perplexity", unit="win", disable=not progress):
+        batch = windows[i:i + batch_size].to(device)
+        logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
+        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
+                                                reduction="sum")
+        nll_sum += float(nll)
+        count += batch[:, 1:].numel()
+    mean = nll_sum / count
+    return {"ppl": math.exp(mean), "nll": mean, "windows": nwin, "seqlen": seqlen, "tokens": count}
+
+
+def dataset_perplexity(model, tokenizer, data: str = "wikitext2", seqlen: int = 2048, device=None,
+                       max_windows: int | None = None, progress: bool = True) -> dict:
+    """Perplexity of model on a named dataset or file, joined as in SparseGPT ('\\n\\n' between records)."""
+    text, label = text_of(data)
+    ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
+    out = perplexity(model, ids, seqlen, device=device, max_windows=max_windows, progress=progress)
+    out["data"] = label
+    return out

@@ -1,0 +1,143 @@
+"""Integration tests of the sequential pruning engine on a tiny in-process LLaMA."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from calmix.errors import CalmixError
+from calmix.models import decoder_layers, tiny_llama
+from calmix.prune.engine import PruneConfig, model_sparsity, prune_model, target_linears
+
+VOCAB = 256
+
+
+def _calib(n=6, L=24, seed=0):
+    return torch.randint(3, VOCAB, (n, L), generator=torch.Generator().manual_seed(seed))
+
+
+def _n_hooks(model: nn.Module) -> int:
+    return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules())
+
+
+@pytest.mark.parametrize("method", ["sparsegpt", "wanda", "magnitude"])
+@pytest.mark.parametrize("pattern,sparsity", [("unstructured", 0.6), ("2:4", 0.0), ("4:8", 0.0)])
+def test_every_target_linear_reaches_target_sparsity(method, pattern, sparsity):
+    model = tiny_llama(vocab_size=VOCAB, seed=1)
+    hooks_before = _n_hooks(model)
+    cfg = PruneConfig(method=method, sparsity=sparsity, pattern=pattern, batch_size=2)
+    report = prune_model(model, _calib(), cfg, progress=False)
+    target = cfg.target_sparsity()
+    per = model_sparsity(model)["linears"]
+    assert len(per) == 2 * 7 and len(report.layers) == 14
+    for layer in decoder_layers(model):
+        for name, lin in target_linears(layer, "x", cfg).items():
+            rows, cols = lin.weight.shape
+            expected = rows * int(target * cols) if method == "wanda" else int(target * rows * cols)  # Wanda: per row
+            assert int((lin.weight == 0).sum()) == expected, name
+    for name, sp in per.items():
+        assert sp == pytest.approx(target, abs=1 / 64), name  # per-row rounding on 64 columns
+    if pattern != "unstructured":
+        n, m = cfg.nm()
+        for layer in decoder_layers(model):
+            for lin in target_linears(layer, "x", cfg).values():
+                groups = (lin.weight == 0).reshape(lin.out_features, -1, m).sum(-1)
+                assert bool((groups == n).all())
+    assert _n_hooks(model) == hooks_before  # no hooks left behind
+    assert all(isinstance(layer, type(decoder_layers(model)[0])) for layer in decoder_layers(model))
+    logits = model(_calib(2, 16, seed=5)).logits
+    assert torch.isfinite(logits).all()
+    assert all(r.rel_error is not None and 0 <= r.rel_error < 1.5 for r in report.layers)
+
+
+def test_same_seed_same_mask_and_weights():
+    outs = []
+    for _ in range(2):
+        model = tiny_llama(vocab_size=VOCAB, seed=3)
+        prune_model(model, _calib(seed=7), PruneConfig("sparsegpt", 0.5), progress=False)
+        outs.append(torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_calibration_changes_the_result_for_sparsegpt_but_not_magnitude():
+    def run(method, seed):
+        model = tiny_llama(vocab_size=VOCAB, seed=3)
+        prune_model(model, _calib(seed=seed), PruneConfig(method, 0.5), progress=False)
+        return decoder_layers(model)[1].mlp.down_proj.weight.detach().clone()
+
+    assert not torch.equal(run("sparsegpt", 1), run("sparsegpt", 2))
+    assert torch.equal(run("magnitude", 1), run("magnitude", 2))
+
+
+def test_first_layer_matches_a_direct_sparsegpt_call():
+    """Layer 0 of the engine equals sparsegpt_prune on H computed by hand from the captured layer-0 inputs."""
+    from calmix.prune.sparsegpt import hessian_from_inputs, sparsegpt_prune
+
+    model = tiny_llama(vocab_size=VOCAB, seed=4)
+    calib = _calib(4, 20, seed=2)
+    layer0 = decoder_layers(model)[0]
+    with torch.no_grad():
+        x = layer0.input_layernorm(model.model.embed_tokens(calib)).reshape(-1, model.config.hidden_size)
+    H, _ = hessian_from_inputs(x)
+    expected = sparsegpt_prune(layer0.self_attn.q_proj.weight.detach(), H, 0.5).weight
+    prune_model(model, calib, PruneConfig("sparsegpt", 0.5, batch_size=3), progress=False)
+    torch.testing.assert_close(layer0.self_attn.q_proj.weight.detach(), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_true_sequential_switch_changes_later_layers_only():
+    def run(true_seq):
+        model = tiny_llama(vocab_size=VOCAB, seed=5)
+        prune_model(model, _calib(seed=3), PruneConfig("sparsegpt", 0.6, true_sequential=true_seq), progress=False)
+        return [layer.mlp.down_proj.weight.detach().clone() for layer in decoder_layers(model)]
+
+    seq, dense = run(True), run(False)
+    assert torch.equal(seq[0], dense[0])
+    assert not torch.equal(seq[1], dense[1])
+
+
+def test_padding_mask_excludes_tokens_from_statistics():
+    """Windows padded at the end give the same pruned weights as the unpadded windows' statistics... for layer 0."""
+    from calmix.calib.calibset import CalibSet
+
+    calib = _calib(2, 16, seed=9)
+    padded = torch.cat([calib, torch.zeros(2, 8, dtype=torch.long)], dim=1)
+    mask = torch.cat([torch.ones(2, 16), torch.zeros(2, 8)], dim=1).long()
+    a, b = tiny_llama(vocab_size=VOCAB, seed=6), tiny_llama(vocab_size=VOCAB, seed=6)
+    prune_model(a, calib, PruneConfig("wanda", 0.5), progress=False)
+    prune_model(b, CalibSet(padded, mask), PruneConfig("wanda", 0.5), progress=False)
+    wa, wb = decoder_layers(a)[0].self_attn.q_proj.weight, decoder_layers(b)[0].self_attn.q_proj.weight
+    assert torch.equal(wa == 0, wb == 0)
+
+
+def test_include_exclude_patterns_select_linears():
+    model = tiny_llama(vocab_size=VOCAB, seed=1)
+    report = prune_model(model, _calib(), PruneConfig("magnitude", 0.5, include=("*.mlp.*",), exclude=("*.down_proj",)),
+                         progress=False)
+    names = sorted(r.name.split(".")[-1] for r in report.layers)
+    assert names == ["gate_proj", "gate_proj", "up_proj", "up_proj"]
+    assert float((decoder_layers(model)[0].self_attn.q_proj.weight == 0).float().mean()) < 0.01
+
+
+def test_bf16_model_prunes_with_fp32_statistics():
+    model = tiny_llama(vocab_size=VOCAB, seed=1).to(torch.bfloat16)
+    prune_model(model, _calib(), PruneConfig("sparsegpt", 0.5), progress=False)
+    lin = decoder_layers(model)[0].self_attn.o_proj
+    assert lin.weight.dtype == torch.bfloat16
+    assert float((lin.weight == 0).float().mean()) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("cfg,msg", [
+    (PruneConfig("obs", 0.5), "unknown pruning method"),
+    (PruneConfig("sparsegpt", 1.0), "sparsity"),
+    (PruneConfig("sparsegpt", -0.1), "sparsity"),
+    (PruneConfig("sparsegpt", 0.5, pattern="4:2"), "N:M"),
+    (PruneConfig("sparsegpt", 0.5, pattern="2:7"), "divide"),
+    (PruneConfig("sparsegpt", 0.5, include=("nothing",)), "no linear layer"),
+])
+def test_bad_configs_fail_before_touching_the_model(cfg, msg):
+    model = tiny_llama(vocab_size=VOCAB, seed=1)
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(CalmixError, match=msg):
+        prune_model(model, _calib(), cfg, progress=False)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
