@@ -22,7 +22,7 @@ def _run(args: argparse.Namespace) -> int:
         cfg, text = load_config(args.config)
     kw = {}
     if args.backend == "ray":
-        kw = {"num_cpus": args.num_cpus, "address": args.address}
+        kw = {"num_cpus": args.num_cpus, "address": args.address, "threads": args.threads}
     summary = run_study(cfg, text, out, backend=args.backend, force=args.force, device=args.device,
                         progress=not args.quiet, **kw)
     c = summary["status"]
@@ -74,6 +74,7 @@ def register(subparsers) -> None:
     r.add_argument("--report", action="store_true", help="write the report when the run ends")
     r.add_argument("--num-cpus", type=int, default=None, help="ray backend: CPUs of the local Ray instance")
     r.add_argument("--address", default=None, help="ray backend: address of an existing Ray cluster")
+    r.add_argument("--threads", type=int, default=1, help="ray backend on CPU: torch threads (and Ray CPUs) per task")
     r.add_argument("--quiet", action="store_true", help="no progress output")
     r.set_defaults(func=_run)
     s = sub.add_parser("status", help="done / pending / failed cells of a study folder")

@@ -84,15 +84,25 @@ def compute_dense(cfg: StudyConfig, device: str) -> dict:
 
     t0 = time.perf_counter()
     model, tok = dense_model(cfg, device)
-    res = evaluate(model, tok, suite=cfg.suite, tasks=cfg.tasks, limit=cfg.limit, seed=cfg.eval_seed, device=device)
+    res = evaluate(model, tok, suite=cfg.suite, tasks=cfg.tasks, limit=cfg.limit, seed=cfg.eval_seed, device=device,
+                   progress=False)
+    _check_tasks(res, "dense evaluation")
     return {"result": res.to_dict(), "seconds": time.perf_counter() - t0}
 
 
-def _retention(pruned, dense: dict) -> dict:
-    from calmix.evals import retention as ret_mod
+def _check_tasks(res, what: str) -> None:
+    """An evaluation whose tasks failed cannot give a retention: raise with the first task's error."""
+    failed = res.failed() if hasattr(res, "failed") else {}
+    if failed:
+        name, err = next(iter(failed.items()))
+        more = f" (and {len(failed) - 1} more: {', '.join(list(failed)[1:])})" if len(failed) > 1 else ""
+        raise CalmixError(f"{what}: task {name} failed: {err}{more}")
 
-    fn = ret_mod.retention if hasattr(ret_mod, "retention") else ret_mod
-    return fn(pruned.to_dict() if hasattr(pruned, "to_dict") else pruned, dense)
+
+def _retention(pruned, dense: dict) -> dict:
+    from calmix.evals.retention import retention
+
+    return retention(pruned, dense)
 
 
 def compute_cell(cfg: StudyConfig, cell: Cell, calib_data: bytes, calib_metrics: dict, dense: dict,
@@ -106,16 +116,19 @@ def compute_cell(cfg: StudyConfig, cell: Cell, calib_data: bytes, calib_metrics:
     t0 = time.perf_counter()
     work = copy.deepcopy(model)
     calib = calib_from_bytes(calib_data)
-    report = prune_model(work, calib, PruneConfig(**prune_params(cfg, cell)), device=device)
+    report = prune_model(work, calib, PruneConfig(**prune_params(cfg, cell)), device=device, progress=False)
     times["prune"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    res = evaluate(work, tok, suite=cfg.suite, tasks=cfg.tasks, limit=cfg.limit, seed=cfg.eval_seed, device=device)
+    res = evaluate(work, tok, suite=cfg.suite, tasks=cfg.tasks, limit=cfg.limit, seed=cfg.eval_seed, device=device,
+                   progress=False)
     times["eval"] = time.perf_counter() - t0
+    _check_tasks(res, "evaluation of the pruned model")
     del work
-    rep = report.to_dict()
+    errs = [r.rel_error for r in report.layers if r.rel_error is not None]
+    prune = {"sparsity": report.sparsity, "timings": dict(report.timings), "config": asdict(report.config),
+             "linears": len(report.layers), "mean_rel_error": sum(errs) / len(errs) if errs else None}
     return {"retention": _retention(res, dense), "scores": res.to_dict(), "calib_metrics": calib_metrics,
-            "prune": {"sparsity": rep.get("sparsity"), "timings": rep.get("timings"), "config": rep.get("config")},
-            "timings": times}
+            "prune": prune, "timings": times}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -288,26 +301,25 @@ def run_local(cfg: StudyConfig, store: Store, cells: list[Cell], device: str, pr
 
 
 # Ray ------------------------------------------------------------------------------------------------------
-def _ray_threads() -> None:
+def _ray_threads(n: int) -> None:
     import torch
 
-    n = int(os.environ.get("CALMIX_RAY_THREADS", "1"))
-    torch.set_num_threads(max(1, n))
+    torch.set_num_threads(max(1, int(n)))
 
 
-def _ray_calib(cfg_dict: dict, spec: str, seed: int, device: str) -> dict:
-    _ray_threads()
+def _ray_calib(cfg_dict: dict, spec: str, seed: int, device: str, threads: int) -> dict:
+    _ray_threads(threads)
     return compute_calib(StudyConfig(**cfg_dict), spec, seed, device)
 
 
-def _ray_dense(cfg_dict: dict, device: str) -> dict:
-    _ray_threads()
+def _ray_dense(cfg_dict: dict, device: str, threads: int) -> dict:
+    _ray_threads(threads)
     return compute_dense(StudyConfig(**cfg_dict), device)
 
 
 def _ray_cell(cfg_dict: dict, cell_dict: dict, calib_data: bytes, calib_metrics: dict, dense: dict,
-              device: str) -> dict:
-    _ray_threads()
+              device: str, threads: int) -> dict:
+    _ray_threads(threads)
     t0 = time.perf_counter()
     try:
         result = compute_cell(StudyConfig(**cfg_dict), Cell(**cell_dict), calib_data, calib_metrics, dense, device)
@@ -328,8 +340,9 @@ def import_ray():
 
 
 def run_ray(cfg: StudyConfig, store: Store, cells: list[Cell], device: str, progress: Progress,
-            num_cpus: int | None = None, address: str | None = None) -> None:
-    """Compute cells as Ray tasks (one GPU each when the device is CUDA); this driver writes the store."""
+            num_cpus: int | None = None, address: str | None = None, threads: int = 1) -> None:
+    """Compute cells as Ray tasks (one GPU each when the device is CUDA); this driver writes the store.
+    `threads` = torch threads per task (CPU): tasks with equal thread counts give bit-equal results."""
     ray = import_ray()
     gpu = str(device).startswith("cuda")
     started_here = False
@@ -342,7 +355,7 @@ def run_ray(cfg: StudyConfig, store: Store, cells: list[Cell], device: str, prog
         ray.init(**kw)
         started_here = True
     try:
-        opts = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": 1}
+        opts = {"num_gpus": 1, "num_cpus": 1} if gpu else {"num_cpus": min(threads, num_cpus or threads)}
         dev = "cuda" if gpu else device  # Ray sets CUDA_VISIBLE_DEVICES: a task sees its GPU as cuda:0
         cfg_dict = asdict(cfg)
         r_dense = ray.remote(**opts)(_ray_dense)
@@ -351,11 +364,11 @@ def run_ray(cfg: StudyConfig, store: Store, cells: list[Cell], device: str, prog
         # phase 1: dense evaluation and missing calibration sets, in parallel
         pending: dict[Any, tuple] = {}
         if store.get_dense(dense_key(cfg)) is None:
-            pending[r_dense.remote(cfg_dict, dev)] = ("dense",)
+            pending[r_dense.remote(cfg_dict, dev, threads)] = ("dense",)
         calib_err: dict[str, tuple[str, str]] = {}
         for spec, seed in dict.fromkeys((c.spec, c.seed) for c in cells):
             if store.get_calib(calib_key(cfg, spec, seed)) is None:
-                pending[r_calib.remote(cfg_dict, spec, seed, dev)] = ("calib", spec, seed)
+                pending[r_calib.remote(cfg_dict, spec, seed, dev, threads)] = ("calib", spec, seed)
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             what = pending.pop(ready[0])
@@ -384,7 +397,8 @@ def run_ray(cfg: StudyConfig, store: Store, cells: list[Cell], device: str, prog
             row = store.get_calib(ck)
             if ck not in data_refs:
                 data_refs[ck] = ray.put(row["data"])
-            refs[r_cell.remote(cfg_dict, cell.to_dict(), data_refs[ck], row["metrics"], dense, dev)] = cell
+            refs[r_cell.remote(cfg_dict, cell.to_dict(), data_refs[ck], row["metrics"], dense, dev,
+                              threads)] = cell
         while refs:
             ready, _ = ray.wait(list(refs), num_returns=1)
             cell = refs.pop(ready[0])

@@ -1,0 +1,223 @@
+"""Runner on the tiny model: a run killed with SIGKILL mid-grid resumes with every cell done exactly once;
+failed cells are recorded and retried; a folder holding another study is refused; the Ray backend matches."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from calmix.cli import main
+from calmix.errors import CalmixError
+from calmix.study.config import load_config
+from calmix.study.grid import build_grid, cell_key
+from calmix.study.runner import calib_from_bytes, run_study, study_status
+from calmix.study.store import Store
+
+ROOT = Path(__file__).resolve().parents[2]
+TASKS = '["humaneval_probe_pkg", "gsm_symbolic_probe"]'
+
+
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory, default_tokenizer):
+    """The tiny random LLaMA saved as a local HF folder with the default tokenizer."""
+    from calmix.models import tiny_llama
+
+    path = tmp_path_factory.mktemp("tiny") / "model"
+    model = tiny_llama(vocab_size=len(default_tokenizer), seed=0)
+    model.config.eos_token_id = default_tokenizer.eos_token_id
+    model.config.bos_token_id = default_tokenizer.bos_token_id
+    model.config.pad_token_id = default_tokenizer.pad_token_id
+    model.save_pretrained(path)
+    default_tokenizer.save_pretrained(path)
+    return path
+
+
+def write_config(path: Path, model: Path, sources: list[str], extra: str = "", methods: str = '["sparsegpt"]') -> Path:
+    src = ", ".join(f'"{s}"' for s in sources)
+    path.write_text(f"""
+[study]
+name = "tiny"
+model = "{model}"
+seeds = [0, 1]
+[calib]
+nsamples = 2
+seqlen = 32
+sources = [{src}]
+{extra}
+[prune]
+methods = {methods}
+sparsities = [0.5]
+[eval]
+suite = "small-offline"
+tasks = {TASKS}
+limit = 2
+""")
+    return path
+
+
+def _counts(db: Path) -> dict[str, int]:
+    con = sqlite3.connect(db)
+    try:
+        return dict(con.execute("SELECT status, COUNT(*) FROM cells GROUP BY status").fetchall())
+    finally:
+        con.close()
+
+
+def test_killed_run_resumes_with_every_cell_done_once(tmp_path, tiny_folder):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    cfg_path = write_config(tmp_path / "tiny.toml", tiny_folder, ["stdlib", f"file:{empty}"])
+    cfg, _ = load_config(cfg_path)
+    out = tmp_path / "study"
+    db = out / "study.db"
+    proc = subprocess.Popen([sys.executable, "-m", "calmix.cli", "study", "run", str(cfg_path), "--out", str(out)],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # kill -9 once one cell is finished and the next one has started
+    killed_with = None
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                c = _counts(db)
+            except sqlite3.OperationalError:
+                c = {}
+            if c.get("done", 0) + c.get("failed", 0) >= 1 and c.get("running", 0) == 1:
+                os.kill(proc.pid, signal.SIGKILL)
+                killed_with = c
+                break
+        time.sleep(0.05)
+    proc.wait()
+    assert killed_with is not None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    with Store(out) as st:
+        before = {r["key"]: r for r in st.cells()}
+    finished_before = {k: r["completed_at"] for k, r in before.items() if r["status"] in ("done", "failed")}
+    interrupted = [k for k, r in before.items() if r["status"] == "running"]
+    assert len(interrupted) == 1 and finished_before
+    total = len(build_grid(cfg))
+    assert len(finished_before) < total
+    st = study_status(out)
+    # the interrupted cell counts as pending once its run is dead
+    assert st["counts"]["running"] == 0 and st["counts"]["pending"] == total - len(finished_before)
+
+    # resume (same config): nothing finished is recomputed, nothing is lost
+    summary = run_study(cfg, cfg_path.read_text(), out, progress=False)
+    assert summary["status"]["pending"] == 0 and summary["status"]["running"] == 0
+    with Store(out) as store:
+        after = {r["key"]: r for r in store.cells()}
+        runs = store.run_counts()
+    keys = [cell_key(cfg, c) for c in build_grid(cfg)]
+    assert set(after) == set(keys)
+    for k in keys:
+        if before.get(k, {}).get("status") == "done":
+            assert after[k]["completed_at"] == finished_before[k] and after[k]["attempts"] == 1
+    good = [c for c in build_grid(cfg) if not c.spec.startswith("file:")]
+    bad = [c for c in build_grid(cfg) if c.spec.startswith("file:")]
+    for c in good:
+        k = cell_key(cfg, c)
+        assert after[k]["status"] == "done", after[k]["error"]
+        assert runs[k] == {"done": 1}  # computed exactly once
+        assert after[k]["result"]["retention"]["Code"] is not None
+        assert after[k]["result"]["prune"]["sparsity"] == pytest.approx(0.5, abs=0.02)
+    assert after[interrupted[0]]["attempts"] == 2
+    # the crashing cells are recorded with their error and did not stop the others
+    for c in bad:
+        row = after[cell_key(cfg, c)]
+        assert row["status"] == "failed" and row["error"] and "Traceback" in row["traceback"]
+        assert runs[cell_key(cfg, c)].get("done", 0) == 0
+
+    # a rerun retries only the failed cells
+    summary = run_study(cfg, cfg_path.read_text(), out, progress=False)
+    assert summary["ran"] == len(bad)
+    with Store(out) as store:
+        runs2 = store.run_counts()
+        attempts = {r["key"]: r["attempts"] for r in store.cells()}
+    for c in good:
+        assert runs2[cell_key(cfg, c)] == {"done": 1}
+    for c in bad:
+        assert runs2[cell_key(cfg, c)]["failed"] == runs[cell_key(cfg, c)]["failed"] + 1
+        assert attempts[cell_key(cfg, c)] >= 2
+    # calibration sets and the dense evaluation were computed once: one row per (spec, seed) and one dense row
+    con = sqlite3.connect(out / "study.db")
+    assert con.execute("SELECT COUNT(*) FROM dense").fetchone()[0] == 1
+    assert con.execute("SELECT COUNT(*) FROM calib").fetchone()[0] == len(cfg.seeds)  # the empty file has none
+    con.close()
+    assert (out / "study.toml").read_text() == cfg_path.read_text()
+    assert list((out / "runs").glob("run-*.json"))
+
+    # report from the real (tiny) study
+    assert main(["study", "report", str(out)]) == 0
+    assert "Headline" in (out / "report.md").read_text()
+
+    # a different study in the same folder is refused, then accepted with --force
+    other = write_config(tmp_path / "other.toml", tiny_folder, ["stdlib"])
+    with pytest.raises(CalmixError, match="holds a different study"):
+        run_study(load_config(other)[0], other.read_text(), out, progress=False)
+    assert main(["study", "run", str(other), "--out", str(out), "--quiet"]) == 2
+    assert (out / "study.toml").read_text() == cfg_path.read_text()
+    # --force: the stdlib cells of the new config are already in the store (same definition): nothing recomputed
+    ocfg = load_config(other)[0]
+    summary = run_study(ocfg, other.read_text(), out, force=True, progress=False)
+    assert summary["ran"] == 0 and summary["status"]["done"] == 2
+    assert (out / "study.toml").read_text() == other.read_text()
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("ray") is None,
+                    reason="Ray is not installed (pip install 'calmix[ray]')")
+def test_ray_backend_matches_local(tmp_path, tiny_folder):
+    # magnitude pruning: the engine's SparseGPT/Wanda grouping of linears by input data_ptr can vary from run to
+    # run (allocator address reuse), which would make even two local runs differ; magnitude is order-free.
+    cfg_path = write_config(tmp_path / "tiny.toml", tiny_folder, ["stdlib"],
+                            'mixes = { mix = "mix:stdlib=1,gsm-symbolic=1" }', methods='["magnitude"]')
+    cfg, text = load_config(cfg_path)
+    local = run_study(cfg, text, tmp_path / "local", progress=False)
+    # same torch thread count as this process (conftest: 2) so that float sums match bit for bit
+    ray = run_study(cfg, text, tmp_path / "ray", backend="ray", progress=False, num_cpus=2, threads=2)
+    assert local["status"]["done"] == ray["status"]["done"] == len(build_grid(cfg)) == 4
+    with Store(tmp_path / "local") as a, Store(tmp_path / "ray") as b:
+        ra = {r["key"]: r["result"] for r in a.cells()}
+        rb = {r["key"]: r["result"] for r in b.cells()}
+        for row in a.cells():
+            ca = calib_from_bytes(a.get_calib(row["calib_key"])["data"])
+            cb = calib_from_bytes(b.get_calib(row["calib_key"])["data"])
+            assert torch.equal(ca.input_ids, cb.input_ids)
+        da = a.get_dense(row["dense_key"])["result"]
+        db = b.get_dense(row["dense_key"])["result"]
+        assert da["dimensions"] == db["dimensions"]
+    assert set(ra) == set(rb)
+    for k in ra:
+        for dim in ("Code", "Math", "Total"):
+            assert rb[k]["retention"][dim] == pytest.approx(ra[k]["retention"][dim], rel=1e-9)
+        assert rb[k]["calib_metrics"] == ra[k]["calib_metrics"]
+
+
+def test_ray_missing_is_a_clear_error(monkeypatch, tmp_path, tiny_folder):
+    import builtins
+
+    real = builtins.__import__
+
+    def fake(name, *a, **kw):
+        if name == "ray":
+            raise ImportError("no ray")
+        return real(name, *a, **kw)
+
+    monkeypatch.setattr(builtins, "__import__", fake)
+    cfg_path = write_config(tmp_path / "tiny.toml", tiny_folder, ["stdlib"])
+    assert main(["study", "run", str(cfg_path), "--out", str(tmp_path / "o"), "--backend", "ray"]) == 2
+    cfg, text = load_config(cfg_path)
+    with pytest.raises(CalmixError, match=r"pip install 'calmix\[ray\]'"):
+        run_study(cfg, text, tmp_path / "o", backend="ray")
+    assert not (tmp_path / "o").exists()
+
+
+def test_status_of_a_folder_without_study(tmp_path):
+    assert main(["study", "status", str(tmp_path)]) == 2
+    shutil.rmtree(tmp_path)
