@@ -107,26 +107,30 @@ def run_gsm8k(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dic
     return {"score": metrics[task.metric], "metric": task.metric, "metrics": metrics, "n": n, "failures": failures}
 
 
-def run_code(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dict:
-    """Code generation: greedy completion, program assembled with its tests, executed in the sandbox; pass@1."""
+def score_code_completions(task: Task, items: list[dict], completions: list[str], workers: int = 2) -> dict:
+    """Assemble each completion with its tests, run them in the sandbox, and score pass@1 (empty ones are failures)."""
     try:
-        from calmix.evals import codeexec, sandbox
+        from calmix.evals import codeexec
     except ImportError as err:
         raise CalmixError(f"task {task.name} needs calmix.evals.sandbox and calmix.evals.codeexec ({err})") from None
+    assemble: Callable[[dict, str], str] = getattr(codeexec, task.program)
+    failures = [{"index": i, "reason": "empty generation"} for i, c in enumerate(completions) if not c.strip()]
+    programs = [assemble(it["problem"], c) for it, c in zip(items, completions)]
+    results = codeexec.run_many(programs, workers=workers, desc=task.name)
+    statuses: dict[str, int] = {}
+    for r in results:
+        statuses[r.status] = statuses.get(r.status, 0) + 1
+    pass1 = float(codeexec.pass_at_1(results))
+    metrics = {"pass@1": pass1, "statuses": statuses, "passed": [bool(r.passed) for r in results]}
+    return {"score": pass1, "metric": "pass@1", "metrics": metrics, "n": len(items), "failures": failures}
+
+
+def run_code(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dict:
+    """Code generation: greedy completion, program assembled with its tests, executed in the sandbox; pass@1."""
     outs = scorers.generate_greedy(model, tokenizer, [it["prompt"] for it in items], stop=task.stop,
                                    max_new_tokens=task.max_new_tokens, batch_size=ctx["gen_batch_size"],
                                    device=ctx["device"], progress=ctx["progress"], desc=task.name)
-    assemble: Callable[[dict, str], str] = getattr(codeexec, task.program)
-    results, failures, statuses = [], [], {}
-    for i, (it, completion) in enumerate(zip(items, outs)):
-        if not completion.strip():
-            failures.append({"index": i, "reason": "empty generation"})
-        res = sandbox.check_program(assemble(it["problem"], completion))
-        statuses[res.status] = statuses.get(res.status, 0) + 1
-        results.append(res)
-    pass1 = float(codeexec.pass_at_1(results))
-    metrics = {"pass@1": pass1, "statuses": statuses}
-    return {"score": pass1, "metric": "pass@1", "metrics": metrics, "n": len(items), "failures": failures}
+    return score_code_completions(task, items, outs)
 
 
 RUNNERS: dict[str, Callable[[Task, Any, Any, list[dict], dict], dict]] = {

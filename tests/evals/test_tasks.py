@@ -189,3 +189,35 @@ def test_evaluate_small_suite_on_tiny_model(tiny_model, default_tokenizer, share
         assert res.dimensions[dim] == pytest.approx(sum(vals) / len(vals))
     again = evaluate(tiny_model, default_tokenizer, suite="small", limit=3, progress=False)
     assert again.dimensions == res.dimensions
+
+
+def test_code_scoring_known_good_and_known_bad_solutions(shared):
+    from calmix.evals.evaluate import score_code_completions
+
+    pytest.importorskip("calmix.evals.codeexec")
+    he = get_task("humaneval")
+    records, items = build_items(he, limit=3, seed=0)
+    good = score_code_completions(he, items, [r["canonical_solution"] for r in records])
+    assert good["score"] == 1.0 and good["n"] == 3 and good["failures"] == []
+    bad = score_code_completions(he, items, ["    return None\n", "", "    raise ValueError\n"])
+    assert bad["score"] == 0.0 and bad["failures"] == [{"index": 1, "reason": "empty generation"}]
+    mbpp = get_task("mbpp")
+    records, items = build_items(mbpp, limit=2, seed=0)
+    res = score_code_completions(mbpp, items, [r["code"] for r in records[:1]] + ["def nothing():\n    pass\n"])
+    assert res["metrics"]["passed"] == [True, False] and res["score"] == 0.5
+    assert "[BEGIN]" in items[0]["prompt"] and items[0]["prompt"].count("[DONE]") == 3
+
+
+def test_gsm8k_generation_task_on_tiny_model(tiny_model, default_tokenizer, shared, monkeypatch):
+    import dataclasses
+
+    task = dataclasses.replace(get_task("gsm8k"), max_new_tokens=8)
+    monkeypatch.setitem(TASKS, "gsm8k", task)
+    res = evaluate(tiny_model, default_tokenizer, suite="paper", tasks=["gsm8k"], limit=2, progress=False)
+    t = res.tasks["gsm8k"]
+    assert "error" not in t and t["n"] == 2 and t["metric"] == "strict"
+    samples = t["metrics"]["samples"]
+    assert len(samples) == 2 and all(s["gold"] is not None for s in samples)
+    assert t["metrics"]["strict"] == sum(s["strict"] == s["gold"] for s in samples) / 2
+    assert t["metrics"]["flexible"] == sum(s["flexible"] == s["gold"] for s in samples) / 2
+    assert res.dimensions["Math"] == t["score"]
