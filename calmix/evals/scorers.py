@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import re
 from dataclasses import dataclass
@@ -85,11 +86,12 @@ def _forward(model, **kwargs):
 @torch.no_grad()
 def loglikelihood_groups(model, groups: Sequence[tuple[list[int], Sequence[list[int]]]], batch_size: int = 16,
                          device: str | torch.device = "cpu", progress: bool = False,
-                         desc: str = "loglik") -> list[list[ContScore]]:
+                         desc: str = "loglik", cont_rows: int = 16) -> list[list[ContScore]]:
     """Score every continuation of every (context ids, [continuation ids]) group.
 
     The context of a group runs once (KV cache); its continuations then run as a batch on the cached keys.
-    Groups are processed in batches sorted by length; results come back in input order.
+    Groups are processed in batches sorted by length; continuations run in length-sorted chunks of cont_rows rows.
+    Results come back in input order.
     """
     device = torch.device(device)
     max_len = _max_len(model)
@@ -130,22 +132,29 @@ def loglikelihood_groups(model, groups: Sequence[tuple[list[int], Sequence[list[
         cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
         rows = [(r, c) for r, i in enumerate(idxs) for c in prepared[i][1]]
         row_group = torch.tensor([r for r, _ in rows])
-        conts = [c for _, c in rows]
-        lt = max(len(c) for c in conts) - 1
-        cont_lp = None
-        if lt > 0:
-            cache.reorder_cache(row_group.to(device))
-            cids = torch.full((len(rows), lt), pad, dtype=torch.long)
-            cmask = torch.zeros((len(rows), lt), dtype=torch.long)
-            for r, c in enumerate(conts):
-                if len(c) > 1:
-                    cids[r, :len(c) - 1] = torch.tensor(c[:-1])
-                cmask[r, :len(c) - 1] = 1
-            full_mask = torch.cat([mask[row_group], cmask], dim=1)
-            pos = lens[row_group].unsqueeze(1) + torch.arange(lt).unsqueeze(0)
+        tails: dict[int, torch.Tensor] = {}  # row -> log-probs of its continuation tokens after the first
+        # Continuations longer than one token run on the cached context, in length-sorted chunks (little padding).
+        multi = sorted((r for r, (_, c) in enumerate(rows) if len(c) > 1), key=lambda r: -len(rows[r][1]))
+        chunks = [multi[k:k + cont_rows] for k in range(0, len(multi), cont_rows)]
+        for chunk in chunks:
+            sub = copy.deepcopy(cache) if len(chunks) > 1 else cache
+            gidx = row_group[chunk]
+            sub.reorder_cache(gidx.to(device))
+            lt = len(rows[chunk[0]][1]) - 1
+            cids = torch.full((len(chunk), lt), pad, dtype=torch.long)
+            cmask = torch.zeros((len(chunk), lt), dtype=torch.long)
+            for k, r in enumerate(chunk):
+                c = rows[r][1]
+                cids[k, :len(c) - 1] = torch.tensor(c[:-1])
+                cmask[k, :len(c) - 1] = 1
+            full_mask = torch.cat([mask[gidx], cmask], dim=1)
+            pos = lens[gidx].unsqueeze(1) + torch.arange(lt).unsqueeze(0)
             out2 = model(input_ids=cids.to(device), attention_mask=full_mask.to(device), position_ids=pos.to(device),
-                         use_cache=True, **{_cache_kwarg(model): cache})
-            cont_lp = torch.log_softmax(out2.logits.float(), dim=-1)
+                         use_cache=True, **{_cache_kwarg(model): sub})
+            lp = torch.log_softmax(out2.logits.float(), dim=-1)
+            for k, r in enumerate(chunk):
+                tails[r] = lp[k, :len(rows[r][1]) - 1]
+            del sub, out2, lp
         del cache, out
         scores: list[list[ContScore]] = [[] for _ in idxs]
         for r, (g, c) in enumerate(rows):
@@ -153,7 +162,7 @@ def loglikelihood_groups(model, groups: Sequence[tuple[list[int], Sequence[list[
             total = float(lp0[c[0]])
             greedy = bool(int(lp0.argmax()) == c[0])
             if len(c) > 1:
-                lp = cont_lp[r, :len(c) - 1]
+                lp = tails[r]
                 tgt = torch.tensor(c[1:], device=lp.device)
                 total += float(lp.gather(1, tgt.unsqueeze(1)).sum())
                 greedy = greedy and bool((lp.argmax(-1) == tgt).all())
