@@ -69,13 +69,13 @@ def compute_calib(cfg: StudyConfig, spec: str, seed: int, device: str) -> dict:
     from calmix.calib import build_calib
     from calmix.calib.metrics import set_metrics
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     model, tok = dense_model(cfg, device)
     calib = build_calib(spec, tok, cfg.nsamples, cfg.seqlen, seed=seed, model=model, device=device)
     met = set_metrics(calib, model=model, tokenizer=tok, device=device)
     metrics = {k: v for k, v in met["set"].items() if k not in SHAPE_KEYS}
-    return {"data": calib_to_bytes(calib), "card": calib.card, "metrics": metrics,
-            "seconds": time.perf_counter() - t0}
+    card = {**calib.card, "study_build": {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}}
+    return {"data": calib_to_bytes(calib), "card": card, "metrics": metrics, "seconds": time.perf_counter() - t0}
 
 
 def compute_dense(cfg: StudyConfig, device: str) -> dict:
@@ -113,15 +113,17 @@ def compute_cell(cfg: StudyConfig, cell: Cell, calib_data: bytes, calib_metrics:
 
     times: dict[str, float] = {}
     model, tok = dense_model(cfg, device)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     work = copy.deepcopy(model)
     calib = calib_from_bytes(calib_data)
     report = prune_model(work, calib, PruneConfig(**prune_params(cfg, cell)), device=device, progress=False)
     times["prune"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
+    times["prune_cpu"] = time.process_time() - c0
+    t0, c0 = time.perf_counter(), time.process_time()
     res = evaluate(work, tok, suite=cfg.suite, tasks=cfg.tasks, limit=cfg.limit, seed=cfg.eval_seed, device=device,
                    progress=False)
     times["eval"] = time.perf_counter() - t0
+    times["eval_cpu"] = time.process_time() - c0
     _check_tasks(res, "evaluation of the pruned model")
     del work
     errs = [r.rel_error for r in report.layers if r.rel_error is not None]
@@ -239,6 +241,14 @@ class Progress:
             tqdm.write(f"[{self.done}/{self.total}] {cell.name}: {status} in {seconds:.0f}s{detail}"
                        f" | elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min", file=sys.stderr)
 
+    def note(self, text: str) -> None:
+        """A status line (what runs now), shown as the bar's postfix and printed."""
+        from tqdm import tqdm
+
+        self.bar.set_postfix_str(text[:60])
+        if self.enabled:
+            tqdm.write(f"  {text}", file=sys.stderr)
+
     def close(self) -> None:
         self.bar.close()
 
@@ -253,11 +263,14 @@ def _error_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text}"[:500]
 
 
-def ensure_dense(cfg: StudyConfig, store: Store, device: str, compute: Callable[[], dict] | None = None) -> dict:
+def ensure_dense(cfg: StudyConfig, store: Store, device: str, compute: Callable[[], dict] | None = None,
+                 progress: Progress | None = None) -> dict:
     """The dense evaluation from the store, computed and stored first if absent."""
     key = dense_key(cfg)
     row = store.get_dense(key)
     if row is None:
+        if progress is not None and compute is None:
+            progress.note(f"evaluating the dense model on suite {cfg.suite} (once; reused by every cell)")
         got = compute() if compute else compute_dense(cfg, device)
         store.put_dense(key, {"model": cfg.model, "suite": cfg.suite, "tasks": cfg.tasks, "limit": cfg.limit,
                               "seed": cfg.eval_seed, "dtype": cfg.dtype}, got["result"], got["seconds"])
@@ -277,7 +290,7 @@ def _cell_dict(cell: Cell) -> dict:
 
 def run_local(cfg: StudyConfig, store: Store, cells: list[Cell], device: str, progress: Progress) -> None:
     """Compute cells one by one in this process; calibration sets and dense evaluation reused from the store."""
-    dense = ensure_dense(cfg, store, device)
+    dense = ensure_dense(cfg, store, device, progress=progress)
     for cell in cells:
         key, ck = cell_key(cfg, cell), calib_key(cfg, cell.spec, cell.seed)
         store.start_cell(key, _cell_dict(cell), ck, dense_key(cfg))
@@ -285,8 +298,10 @@ def run_local(cfg: StudyConfig, store: Store, cells: list[Cell], device: str, pr
         try:
             row = store.get_calib(ck)
             if row is None:
+                progress.note(f"building calibration set {cell.spec} seed {cell.seed} and its metrics")
                 _put_calib(cfg, store, cell.spec, cell.seed, compute_calib(cfg, cell.spec, cell.seed, device))
                 row = store.get_calib(ck)
+            progress.note(f"pruning and evaluating {cell.name}")
             result = compute_cell(cfg, cell, row["data"], row["metrics"], dense, device)
         except (StoreError, KeyboardInterrupt):
             raise
@@ -430,7 +445,7 @@ def run_study(cfg: StudyConfig, text: str, out: str | os.PathLike, backend: str 
         import_ray()
     out = Path(out)
     device = device or cfg.device
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     check_writable_dir(out)
     out.mkdir(parents=True, exist_ok=True)
     with study_lock(out):
@@ -451,7 +466,8 @@ def run_study(cfg: StudyConfig, text: str, out: str | os.PathLike, backend: str 
             after = grid_status(cfg, store)
             counts = {k: len(v) for k, v in after.items()}
             rec = run_record(f"calmix study run --backend {backend}", asdict(cfg),
-                             {"total": time.perf_counter() - t0}, out=str(out), backend=backend, device=device,
+                             {"total": time.perf_counter() - t0, "cpu": time.process_time() - c0,
+                              "cpu_children": _children_cpu()}, out=str(out), backend=backend, device=device,
                              fingerprint=cfg.fingerprint(), cells_run=len(todo), status=counts)
             (out / "runs").mkdir(exist_ok=True)
             write_json_atomic(out / "runs" / time.strftime("run-%Y%m%d-%H%M%S.json"), rec)
@@ -460,6 +476,13 @@ def run_study(cfg: StudyConfig, text: str, out: str | os.PathLike, backend: str 
                                for c in after["failed"]]}
         finally:
             store.close()
+
+
+def _children_cpu() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return ru.ru_utime + ru.ru_stime
 
 
 def study_status(out: str | os.PathLike) -> dict:
