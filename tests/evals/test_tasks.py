@@ -221,3 +221,19 @@ def test_gsm8k_generation_task_on_tiny_model(tiny_model, default_tokenizer, shar
     assert t["metrics"]["strict"] == sum(s["strict"] == s["gold"] for s in samples) / 2
     assert t["metrics"]["flexible"] == sum(s["flexible"] == s["gold"] for s in samples) / 2
     assert res.dimensions["Math"] == t["score"]
+
+
+def test_small_offline_suite_on_tiny_model(tiny_model, default_tokenizer, tmp_path, monkeypatch):
+    """Package-only suite: no shared data, no hub; skips when the BIG-bench sdist or the packages are absent."""
+    for name in SUITES["small-offline"].tasks:
+        try:
+            get_task(name).records()
+        except CalmixError as err:
+            pytest.skip(f"small-offline data unavailable here: {err}")
+    monkeypatch.setenv("CALMIX_DATA", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "datasets", None)
+    res = evaluate(tiny_model, default_tokenizer, suite="small-offline", limit=3, progress=False)
+    assert not res.failed()
+    assert all(res.dimensions[d] is not None for d in DIMENSIONS)
+    _, items = build_items(get_task("bb_cause_and_effect"), limit=2, seed=0)
+    assert items[0]["contexts"][0] == ""
