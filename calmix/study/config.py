@@ -231,6 +231,9 @@ def parse_config(data: dict, where: str = "config") -> StudyConfig:
     for label, spec in cfg.generated.items():
         if spec.split(":")[0] not in GENERATED_KINDS:
             raise _err(f"calib.generated.{label}", f"must start with one of {GENERATED_KINDS}, got {spec!r}")
+    for section, table in (("calib.mixes", cfg.mixes), ("calib.generated", cfg.generated)):
+        for label, spec in table.items():
+            _check_spec(f"{section}.{label}", spec)
     labels = [st.label for st in cfg.strategies]
     dups = sorted({x for x in labels if labels.count(x) > 1})
     if dups:
@@ -273,7 +276,34 @@ def parse_config(data: dict, where: str = "config") -> StudyConfig:
         cfg.tasks = _list("eval.tasks", e["tasks"], _str)
     if "seed" in e:
         cfg.eval_seed = _int("eval.seed", e["seed"], lo=0)
+    _check_eval(cfg)
     return cfg
+
+
+def _check_spec(key: str, spec: str) -> None:
+    """A mix or generated spec must parse (when the calibration package is importable)."""
+    try:
+        from calmix.calib.build import parse_spec
+    except Exception:  # noqa: BLE001 - calibration builder not importable: checked at run time
+        return
+    try:
+        parse_spec(spec)
+    except CalmixError as err:
+        raise _err(key, f"is not a valid calibration spec: {err}") from None
+
+
+def _check_eval(cfg: StudyConfig) -> None:
+    """The suite and tasks must exist (when the evaluation package is importable)."""
+    try:
+        from calmix.evals.suites import SUITES
+        from calmix.evals.tasks import TASKS
+    except Exception:  # noqa: BLE001 - evaluation package not importable: checked at run time
+        return
+    if cfg.suite not in SUITES:
+        raise _err("eval.suite", f"names an unknown suite {cfg.suite!r} (known: {', '.join(SUITES)})")
+    bad = [t for t in cfg.tasks or [] if t not in TASKS]
+    if bad:
+        raise _err("eval.tasks", f"names unknown tasks {bad} (known: {', '.join(sorted(TASKS))})")
 
 
 def preset_names() -> list[str]:

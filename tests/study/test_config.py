@@ -99,6 +99,9 @@ def test_round_trip_through_toml_dict():
     ("prune", "true_sequential", "yes", "prune.true_sequential"),
     ("eval", "limit", -1, "eval.limit"),
     ("eval", "tasks", [], "eval.tasks"),
+    ("eval", "tasks", ["no_such_task"], "eval.tasks"),
+    ("eval", "suite", "huge", "eval.suite"),
+    ("calib", "mixes", {"m": "mix:stdlib=1,nope=2"}, "calib.mixes.m"),
 ])
 def test_bad_values_name_the_key(section, key, value, named):
     with pytest.raises(CalmixError, match=re.escape(f"`{named}`")):
