@@ -330,19 +330,22 @@ def licence_version() -> str:
     return hashlib.sha256("\n".join(names).encode()).hexdigest()[:16]
 
 
-# Templates 50-99 of reasoning-gym's gsm_symbolic are calibration; 0-49 are left to evaluation.
-GSM_SYMBOLIC_CALIB_RANGE = (50, 100)
+def gsm_symbolic_eval_templates() -> tuple[int, ...]:
+    """Template ids of reasoning-gym gsm_symbolic that evaluation reserves (calmix.evals.tasks owns the list)."""
+    from calmix.evals.tasks import GSM_SYMBOLIC_EVAL_TEMPLATES
+
+    return tuple(GSM_SYMBOLIC_EVAL_TEMPLATES)
 
 
 def gsm_symbolic_calib_templates() -> list[int]:
-    """Template ids of reasoning-gym gsm_symbolic used for calibration (working templates 50..99)."""
+    """Template ids of gsm_symbolic used for calibration: every working template not reserved for evaluation."""
     from reasoning_gym.arithmetic.gsm_symbolic.gsm_symbolic import tasks_ok
 
-    lo, hi = GSM_SYMBOLIC_CALIB_RANGE
-    return [t for t in tasks_ok if lo <= t < hi]
+    held = set(gsm_symbolic_eval_templates())
+    return [t for t in tasks_ok if t not in held]
 
 
-def gsm_symbolic_docs(per_template: int = 60, seed: int = 1234) -> list[str]:
+def gsm_symbolic_docs(per_template: int = 35, seed: int = 1234) -> list[str]:
     """Question + chain-of-thought for `per_template` instances of every calibration template."""
     from reasoning_gym.arithmetic.gsm_symbolic.gsm_symbolic import GSMSymbolicDataset, GSMSymbolicDatasetConfig
 

@@ -213,7 +213,7 @@ def _cached_package_docs(src: Source) -> list[str]:
     return docs
 
 
-DOCS_FORMAT = 1
+DOCS_FORMAT = 2
 
 
 def _norm(text: str) -> str:
@@ -387,7 +387,7 @@ _DEFS: list[Source] = [
     Source("math", "Math", "MATH (Hendrycks) train, algebra subject: problem + solution; hub only",
            hub=HubRef("EleutherAI/hendrycks_math", "algebra", "train",
                       template=lambda r: qa(r["problem"], r["solution"]))),
-    Source("gsm-symbolic", "Math", "reasoning-gym gsm_symbolic, question + chain of thought, templates 50-99 only",
+    Source("gsm-symbolic", "Math", "reasoning-gym gsm_symbolic, question + chain of thought; templates reserved for evaluation excluded",
            package="reasoning-gym", reader=loaders.gsm_symbolic_docs),
     Source("rg-algebra", "Math", "reasoning-gym arithmetic/algebra problems with answers: " + ", ".join(RG_ALGEBRA),
            package="reasoning-gym", reader=_rg(RG_ALGEBRA)),
