@@ -33,7 +33,7 @@ MODES: dict[str, Mode] = {m.name: m for m in (
     Mode("bos", "", "General"),
     Mode("question", "Question:", "Commonsense"),
     Mode("qa", "Q:", "Commonsense"),
-    Mode("code", "def ", "Code"),
+    Mode("code", "def", "Code"),  # no trailing space: BPE joins the space to the next word (" name")
     Mode("math", "Solve step by step:", "Math"),
     Mode("instruction", "Instruction:", "Instruction"),
 )}

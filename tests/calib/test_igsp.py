@@ -8,7 +8,7 @@ import random
 import pytest
 import torch
 
-from calmix.calib.igsp import (drop_highest, four_gram_set, quantile_strata, round_robin_select, select_greedy)
+from calmix.calib.igsp import (MODES, drop_highest, four_gram_set, quantile_strata, round_robin_select, select_greedy)
 from calmix.calib.metrics import agg4
 from calmix.calib.selfgen import generate_set
 from calmix.errors import CalmixError
@@ -89,7 +89,7 @@ def test_igsp_shape_determinism_and_card(igsp_run, default_tokenizer):
     assert set(card["modes"]) == {"bos", "question", "code", "math", "qa"}
     # openers are part of the candidate text
     code = [g for g in card["generations"] if g["mode"] == "code"]
-    opener = default_tokenizer.encode("def ", add_special_tokens=False)
+    opener = default_tokenizer.encode(MODES["code"].opener, add_special_tokens=False)
     assert all(g["ids"][:len(opener)] == opener for g in code)
     # packing: selected candidates joined with EOS in pick order
     eos = default_tokenizer.eos_token_id
