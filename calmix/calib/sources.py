@@ -54,6 +54,7 @@ class Source:
     package: str | None = None  # distribution that embeds the data ("python" = the interpreter)
     reader: Callable[[], list[str]] | None = None  # package reader
     package_version_fn: Callable[[], str] | None = None
+    package_check: Callable[[], tuple[bool, str]] | None = None  # custom availability test of the package data
     holdout: tuple[HoldOut, ...] = ()
     root: Path | None = None  # data root override (None = calmix.paths.shared_data())
     in_all: bool = True  # part of the `all` preset (False for composites of other sources)
@@ -73,6 +74,8 @@ class Source:
     def _package_ok(self) -> tuple[bool, str]:
         if self.reader is None:
             return False, "no package origin"
+        if self.package_check is not None:
+            return self.package_check()
         if self.package in (None, "python"):
             return True, "python stdlib"
         import importlib.util
@@ -213,7 +216,7 @@ def _cached_package_docs(src: Source) -> list[str]:
     return docs
 
 
-DOCS_FORMAT = 2
+DOCS_FORMAT = 3  # bump whenever a package reader or template changes (invalidates the docs cache)
 
 
 def _norm(text: str) -> str:
@@ -288,6 +291,39 @@ def _first_line_question(rec: dict) -> str:
     return m.group(1) if m else q
 
 
+def _bigbench_ok() -> tuple[bool, str]:
+    if loaders.bigbench_sdist() is None:
+        return False, "BIG-bench sdist not in the calmix cache (pip download --no-deps --no-binary :all: bigbench==1.0.0 -d ~/.cache/calmix/bigbench)"
+    return True, "package bigbench==1.0.0 sdist (calmix cache)"
+
+
+def _bb(task: str, template: Callable[[dict], str]) -> Callable[[], list[str]]:
+    return lambda: loaders.bigbench_docs(task, template)
+
+
+def bb_strategyqa(ex: dict) -> str:
+    return qa(ex["input"], ex.get("target") or max(ex["target_scores"], key=ex["target_scores"].get))
+
+
+def bb_topical_chat_docs() -> list[str]:
+    """Topical-Chat conversations: the longest prefix of each conversation plus its reply (no repeated prefixes)."""
+    best: dict[str, dict] = {}
+    for ex in loaders.bigbench_task_json("topical_chat")["examples"]:
+        key = ex.get("comment") or ex["input"][:80]
+        if key not in best or len(ex["input"]) > len(best[key]["input"]):
+            best[key] = ex
+    return [f"{ex['input']} agent_B: {_first(ex['target'])}".replace('" agent_', '"\nagent_')
+            for _, ex in sorted(best.items())]
+
+
+def _first(target) -> str:
+    return target[0] if isinstance(target, list) else str(target)
+
+
+def bb_ropes_story(ex: dict) -> str:
+    return f"{ex['input'].strip()}\n\nStory: {_first(ex['target']).strip()}"
+
+
 # ---------------------------------------------------------------------------------------- registry
 
 def _rg(tasks: tuple[str, ...], size: int = 1000) -> Callable[[], list[str]]:
@@ -335,7 +371,13 @@ _DEFS: list[Source] = [
            package="python", reader=loaders.stdlib_docstrings),
     Source("licences", "General", "Licence texts shipped in installed Python distributions (legal prose)",
            package="python", reader=loaders.licence_texts, package_version_fn=loaders.licence_version),
+    Source("bb-topical-chat", "General", "BIG-bench topical_chat: open-domain conversations (dialogue)",
+           package="bigbench", reader=bb_topical_chat_docs, package_check=_bigbench_ok,
+           package_version_fn=lambda: "bigbench==1.0.0"),
     # Instruction
+    Source("bb-ropes-stories", "Instruction", "BIG-bench natural_instructions ROPES story generation (background + story)",
+           package="bigbench", reader=_bb("natural_instructions/subtask059_ropes_story_generation", bb_ropes_story),
+           package_check=_bigbench_ok, package_version_fn=lambda: "bigbench==1.0.0"),
     Source("alpaca", "Instruction", "Stanford Alpaca instructions with responses (local: 1k subset)",
            hub=HubRef("tatsu-lab/alpaca", None, "train", template=instruction),
            local=("calib/alpaca/alpaca_data_1k.jsonl",), local_template=instruction),
@@ -377,6 +419,9 @@ _DEFS: list[Source] = [
                       template=lambda r: r["ctx"] + " " + r["endings"][int(r["label"])] if r["label"] != "" else r["ctx"])),
     Source("rg-logic", "Commonsense", "reasoning-gym logic/commonsense puzzles with answers: " + ", ".join(RG_LOGIC),
            package="reasoning-gym", reader=_rg(RG_LOGIC)),
+    Source("bb-strategyqa", "Commonsense", "BIG-bench StrategyQA: yes/no questions with a reasoning explanation",
+           package="bigbench", reader=_bb("strategyqa", bb_strategyqa), package_check=_bigbench_ok,
+           package_version_fn=lambda: "bigbench==1.0.0"),
     # Math
     Source("gsm8k", "Math", "GSM8K train: question + worked solution (test split never used)",
            hub=HubRef("openai/gsm8k", "main", "train", template=lambda r: qa(r["question"], r["answer"])),

@@ -238,3 +238,20 @@ def test_hub_templates_on_published_schema(name):
     hub = SOURCES[name].hub
     text = hub.template(HUB_RECORDS[name]) if hub.template else loaders.record_text(HUB_RECORDS[name], hub.fields)
     assert HUB_EXPECT[name] in text, text
+
+
+def test_bigbench_sources_from_the_sdist():
+    if loaders.bigbench_sdist() is None:
+        pytest.skip("BIG-bench sdist not in the calmix cache (pip download --no-deps --no-binary :all: bigbench==1.0.0)")
+    sq = get_source("bb-strategyqa").documents()
+    assert len(sq) == 2290 and sq[0].startswith("Question: ") and "\nAnswer: " in sq[0]
+    chat = get_source("bb-topical-chat").documents()
+    assert 500 < len(chat) < 5000  # one document per conversation, not one per growing prefix
+    assert chat[0].count("\nagent_") >= 3
+    assert len({c[:200] for c in chat}) == len(chat)
+    stories = get_source("bb-ropes-stories").documents()
+    assert all("\n\nStory: " in d for d in stories)
+    # the evaluation suite's BIG-bench tasks are different tasks
+    from calmix.evals.tasks import BIGBENCH_TASKS
+
+    assert not set(BIGBENCH_TASKS) & set(loaders.BIGBENCH_CALIB_TASKS)
