@@ -276,14 +276,15 @@ class SGSParams:
     top_k: int = 50
     repetition_penalty: float = 1.2
     drop: float = 0.2
-    ngen: int | None = None  # generations; None = enough for nsamples*seqlen tokens after the drop
+    ngen: int | None = None  # generations; None = oversample * enough for nsamples*seqlen tokens after the drop
+    oversample: float = 1.0  # > 1 makes the random windows overlap less (set-level agg4 counts the overlap)
     paragraphs: bool = True  # prefixes from paragraph starts (lines starting with a letter or digit)
     gen_len: int | None = None
     batch_size: int = 16
 
     def validate(self, kind: str) -> None:
         _positive(kind, prefix_len=self.prefix_len, gen_len=self.gen_len, batch_size=self.batch_size,
-                  ngen=self.ngen, repetition_penalty=self.repetition_penalty)
+                  ngen=self.ngen, repetition_penalty=self.repetition_penalty, oversample=self.oversample)
         _fraction(kind, "drop", self.drop)
         if not 0.0 < self.top_p <= 1.0 or self.top_k < 0 or self.temperature < 0:
             raise CalmixError(f"{kind}: need 0 < top_p <= 1, top_k >= 0, temperature >= 0")
@@ -454,7 +455,7 @@ def sgs_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device:
         p.source = source_name
     else:
         source_name = "prefix_docs (given)"
-    ngen = p.ngen or math.ceil(nsamples * seqlen / gen_len / (1.0 - p.drop))
+    ngen = p.ngen or math.ceil(p.oversample * nsamples * seqlen / gen_len / (1.0 - p.drop))
     if p.paragraphs:
         prefix_docs = prefix_paragraphs(prefix_docs)
     rng = random.Random(seed)

@@ -154,6 +154,10 @@ def test_sgs_drops_exactly_the_top_fraction_by_perplexity(tiny_model, default_to
                          params={"ngen": "10", "gen_len": "8", "batch_size": "4"}, prefix_docs=DOCS)
     assert torch.equal(s.input_ids, again.input_ids)
     assert s.card["params"]["temperature"] == 0.6 and s.card["params"]["top_k"] == 50
+    # default generation count: oversample * nsamples * seqlen / gen_len / (1 - drop) = 2 * 4 * 12 / 8 / 0.8 = 15
+    more = generate_set("sgs", tiny_model, default_tokenizer, 4, 12, params={"gen_len": "8", "oversample": "2"},
+                        prefix_docs=DOCS)
+    assert len(more.card["generations"]) == 15 and more.card["ndropped"] == 3
 
 
 def test_params_parsing_and_errors():
