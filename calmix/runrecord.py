@@ -80,6 +80,8 @@ def check_writable_dir(path: str | os.PathLike) -> Path:
     probe = parent
     while not probe.exists():
         probe = probe.parent
+    if not probe.is_dir():
+        raise CalmixError(f"output location {path} is inside {probe}, which is a file: choose another --out")
     if not os.access(probe, os.W_OK):
         raise CalmixError(f"output location {path} is not writable: choose another --out")
     if path.exists() and not path.is_dir():

@@ -75,8 +75,11 @@ def cmd_prune(args) -> int:
                       offload=args.offload, batch_size=args.batch_size)
     from calmix.prune.registry import get_pruner
 
-    get_pruner(cfg.method)  # fail on an unknown method before loading anything
-    cfg.nm()
+    from calmix.prune.masks import validate_pattern
+
+    get_pruner(cfg.method)  # fail on bad options before loading anything
+    n, m = cfg.nm()
+    validate_pattern(cfg.sparsity, n, m, m or 1)
     timer = Timer()
     with timer("load"):
         model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
@@ -100,13 +103,13 @@ def cmd_prune(args) -> int:
         with timer("save"):
             model.save_pretrained(tmp)
             tok.save_pretrained(tmp)
-            calib_card = {k: v for k, v in calib.card.items() if k not in ("texts", "generations")}
-            record = run_record("prune", cfg, timer.times, model=args.model, device=args.device, dtype=args.dtype,
-                                calib={"spec": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen,
-                                       "seed": args.seed, "card": calib_card},
-                                overall_sparsity=report.sparsity, layers=report.to_dict()["layers"],
-                                engine_timings=report.timings, **result)
-            write_json_atomic(tmp / "calmix.json", record)
+        calib_card = {k: v for k, v in calib.card.items() if k not in ("texts", "generations")}
+        record = run_record("prune", cfg, timer.times, model=args.model, device=args.device, dtype=args.dtype,
+                            calib={"spec": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen,
+                                   "seed": args.seed, "card": calib_card},
+                            overall_sparsity=report.sparsity, layers=report.to_dict()["layers"],
+                            engine_timings=report.timings, **result)
+        write_json_atomic(tmp / "calmix.json", record)
     msg = f"pruned {args.model} with {cfg.method} ({cfg.pattern if cfg.nm()[1] else f'{cfg.sparsity:.0%}'}): " \
           f"sparsity {report.sparsity:.4f} over {len(report.layers)} linears in {timer.times['prune']:.1f} s"
     print(msg)

@@ -179,11 +179,13 @@ def validate_config(model: nn.Module, cfg: PruneConfig) -> None:
 def _groups_by_input(layer: nn.Module, linears: dict[str, nn.Linear], args: tuple, kwargs: dict) -> list[list[str]]:
     """Group linears that read the same input tensor (q/k/v, gate/up) by one probing forward."""
     seen: dict[str, tuple] = {}
+    alive: list[torch.Tensor] = []  # hold every input so no freed buffer is reused under the same address
     hooks = []
 
     def make(name):
         def hook(_mod, inp, _out):
-            seen[name] = (inp[0].data_ptr(), tuple(inp[0].shape))
+            alive.append(inp[0])
+            seen[name] = (inp[0].data_ptr(), tuple(inp[0].shape), tuple(inp[0].stride()))
         return hook
 
     try:
