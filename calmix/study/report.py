@@ -293,6 +293,11 @@ def build_report(df: pd.DataFrame, cfg: StudyConfig, plots: Path, status: dict, 
         return doc
     dims = A.dims_of(df)
     doc.h(2, "Headline")
+    total = sum(status.values())
+    if status.get("done", 0) < total:
+        doc.p(f"**Partial study: {status.get('done', 0)} of {total} cells done** (" + ", ".join(
+            f"{k} {v}" for k, v in status.items() if k != "done" and v) + "); the figures below cover the "
+            "finished cells only. Resume with `calmix study run --out DIR`.")
     for para in headline(df, cfg, specs):
         doc.p(para)
     doc.p(f"Model `{cfg.model}` ({cfg.dtype}); calibration {cfg.nsamples} × {cfg.seqlen} tokens; pruners "
