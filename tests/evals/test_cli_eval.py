@@ -67,3 +67,24 @@ def test_cli_eval_with_dense_cache(tiny_dir, tmp_path, monkeypatch, shared, caps
     out2 = tmp_path / "res" / "eval2.json"
     assert main(args[:-4] + ["--dense", str(out), "--out", str(out2)]) == 0
     assert json.loads(out2.read_text())["retention"]["Total"] == pytest.approx(100.0)
+
+
+def test_engine_lm_eval_wraps_adapter_results(tiny_dir, tmp_path, monkeypatch, capsys):
+    """The CLI's lm-eval path: needs --tasks; maps the adapter's {task: {dimension, score, metrics}} into scores."""
+    import calmix.evals.lmeval as lmeval
+
+    calls = []
+
+    def fake_run(model, tokenizer, tasks, limit, device="cpu", batch_size=8, seed=0):
+        calls.append((tuple(tasks), limit, seed))
+        return {t: {"dimension": "Commonsense", "score": 0.5, "metric": "acc", "metrics": {"acc": 0.5}} for t in tasks}
+
+    monkeypatch.setattr(lmeval, "run_lm_eval", fake_run)
+    out = tmp_path / "lm.json"
+    assert main(["eval", "--model", str(tiny_dir), "--engine", "lm-eval", "--out", str(out)]) == 2
+    assert "--tasks" in capsys.readouterr().err
+    assert main(["eval", "--model", str(tiny_dir), "--engine", "lm-eval", "--tasks", "calmix_piqa", "--limit", "4",
+                 "--out", str(out)]) == 0
+    data = json.loads(out.read_text())
+    assert calls == [(("calmix_piqa",), 4, 0)]
+    assert data["engine"] == "lm-eval" and data["scores"]["dimensions"]["Commonsense"] == 0.5
