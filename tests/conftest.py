@@ -51,6 +51,15 @@ def tiny_model(default_tokenizer):
 
 
 @pytest.fixture()
+def tiny_dir(tmp_path, tiny_model, default_tokenizer):
+    """The tiny model saved with the default tokenizer, as a user's local model folder."""
+    path = tmp_path / "tiny"
+    tiny_model.save_pretrained(path)
+    default_tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture()
 def tiny_model_small_vocab():
     """A tiny random LLaMA with a 256-token vocabulary, no tokenizer needed."""
     from calmix.models import tiny_llama

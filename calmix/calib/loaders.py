@@ -383,46 +383,21 @@ def package_version(name: str) -> str:
 
 # ------------------------------------------------------------------------------------------ BIG-bench
 
-BIGBENCH_SDIST = "bigbench-1.0.0.tar.gz"
-BIGBENCH_CALIB_TASKS = ("strategyqa", "topical_chat", "natural_instructions/subtask059_ropes_story_generation")
+from calmix.bigbench import CALIB_TASKS as BIGBENCH_CALIB_TASKS  # noqa: E402
 
 
 def bigbench_sdist() -> Path | None:
-    """The BIG-bench sdist in the calmix cache (`pip download --no-deps --no-binary :all: bigbench==1.0.0`)."""
-    from calmix.paths import cache_dir
+    """The BIG-bench sdist in the calmix cache, or None."""
+    from calmix import bigbench
 
-    path = cache_dir("bigbench") / BIGBENCH_SDIST
-    return path if path.is_file() else None
+    return bigbench.sdist()
 
 
 def bigbench_task_json(name: str) -> dict:
-    """task.json of a BIG-bench task: extracted once (all calibration tasks in one pass) into the calmix cache."""
-    from calmix.paths import cache_dir
+    """task.json of a BIG-bench task (see calmix.bigbench)."""
+    from calmix import bigbench
 
-    root = cache_dir("bigbench") / "tasks"
-    target = root / name / "task.json"
-    if not target.is_file():
-        sdist = bigbench_sdist()
-        if sdist is None:
-            raise CalmixError(f"BIG-bench is not in the calmix cache: pip download --no-deps --no-binary :all: "
-                              f"bigbench==1.0.0 -d {cache_dir('bigbench')}")
-        import tarfile
-
-        wanted = {f"bigbench-1.0.0/bigbench/benchmark_tasks/{n}/task.json": n for n in {name, *BIGBENCH_CALIB_TASKS}
-                  if not (root / n / "task.json").is_file()}
-        with tarfile.open(sdist) as tar:
-            for member in tar:
-                if member.name in wanted:
-                    out = root / wanted.pop(member.name) / "task.json"
-                    out.parent.mkdir(parents=True, exist_ok=True)
-                    tmp = out.with_name(f".task.json.{os.getpid()}.tmp")
-                    tmp.write_bytes(tar.extractfile(member).read())  # type: ignore[union-attr]
-                    os.replace(tmp, out)
-                    if not wanted:
-                        break
-        if not target.is_file():
-            raise CalmixError(f"BIG-bench task {name} is not in {sdist}")
-    return json.loads(target.read_text())
+    return bigbench.task_json(name)
 
 
 def bigbench_docs(name: str, template: Callable[[dict], str]) -> list[str]:

@@ -7,11 +7,11 @@ import importlib.util
 import json
 import random
 import re
-import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from calmix.bigbench import EVAL_TASKS as BIGBENCH_TASKS  # the small-offline suite
 from calmix.errors import CalmixError
 from calmix.paths import cache_dir, shared_data
 
@@ -20,8 +20,6 @@ DIMENSIONS = ("General", "Commonsense", "Code", "Math")
 # reasoning-gym gsm_symbolic templates reserved for evaluation; calibration sources must exclude them.
 GSM_SYMBOLIC_EVAL_TEMPLATES: tuple[int, ...] = (4, 9, 14, 19, 24, 29, 34, 39, 44, 49, 54, 59, 64, 69, 74, 79, 84, 89, 94, 99)
 
-BIGBENCH_SDIST = "bigbench-1.0.0.tar.gz"
-BIGBENCH_TASKS = ("general_knowledge", "social_iqa", "cause_and_effect/one_sentence")  # used by small-offline
 
 
 # ---------------------------------------------------------------------------------------------- data sources
@@ -135,37 +133,10 @@ def _gsm_symbolic_eval(n_per_template: int = 10, seed: int = 1234) -> list[dict]
 
 
 def bigbench_task(name: str) -> dict:
-    """task.json of one BIG-bench task, from an installed bigbench, an extracted cache, or the sdist in the cache."""
-    spec = importlib.util.find_spec("bigbench")
-    if spec is not None and spec.submodule_search_locations:
-        path = Path(spec.submodule_search_locations[0]) / "benchmark_tasks" / name / "task.json"
-        if path.is_file():
-            return json.loads(path.read_text())
-    cache = cache_dir("bigbench")
-    extracted = cache / "tasks" / name / "task.json"
-    if extracted.is_file():
-        return json.loads(extracted.read_text())
-    sdist = cache / BIGBENCH_SDIST
-    if not sdist.is_file():
-        raise LookupError(f"BIG-bench task {name}: neither the bigbench package nor {sdist} is there (run `pip download "
-                          f"--no-deps --no-binary :all: bigbench==1.0.0 -d {cache}`)")
-    wanted = {f"bigbench-1.0.0/bigbench/benchmark_tasks/{n}/task.json": n for n in {name, *BIGBENCH_TASKS}}
-    found = {}
-    with tarfile.open(sdist) as tar:  # one pass over the 358 MB archive extracts every task calmix uses
-        for member in tar:
-            if member.name in wanted:
-                found[wanted[member.name]] = tar.extractfile(member).read()  # type: ignore[union-attr]
-                if len(found) == len(wanted):
-                    break
-    for task_name, data in found.items():
-        target = cache / "tasks" / task_name / "task.json"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(".tmp")
-        tmp.write_bytes(data)
-        tmp.replace(target)
-    if name not in found:
-        raise LookupError(f"BIG-bench task {name} is not in {sdist}")
-    return json.loads(found[name])
+    """task.json of one BIG-bench task (see calmix.bigbench; raises a LookupError when it is not here)."""
+    from calmix import bigbench
+
+    return bigbench.task_json(name)
 
 
 def _bigbench_mc(name: str) -> Callable[[], list[dict]]:

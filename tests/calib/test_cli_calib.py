@@ -21,14 +21,6 @@ def data_file(tmp_path):
     return f
 
 
-@pytest.fixture()
-def tiny_folder(tmp_path, tiny_model, default_tokenizer):
-    path = tmp_path / "tiny"
-    tiny_model.save_pretrained(path)
-    default_tokenizer.save_pretrained(path)
-    return path
-
-
 def test_sources_lists_every_source(capsys):
     assert main(["sources"]) == 0
     out = capsys.readouterr().out
@@ -91,10 +83,10 @@ def test_build_small_and_malformed_sources(tmp_path, capsys):
     assert not out.exists() and not list(tmp_path.glob(".*tmp"))
 
 
-def test_metrics_on_built_set_with_tiny_model(tmp_path, tiny_folder, data_file, capsys):
+def test_metrics_on_built_set_with_tiny_model(tmp_path, tiny_dir, data_file, capsys):
     pytest.importorskip("calmix.calib.metrics")
     out = tmp_path / "m.json"
-    rc = main(["calib", "metrics", str(data_file), "--model", str(tiny_folder), "--nsamples", "3", "--seqlen", "16",
+    rc = main(["calib", "metrics", str(data_file), "--model", str(tiny_dir), "--nsamples", "3", "--seqlen", "16",
                "--out", str(out), "--no-cache"])
     assert rc == 0, capsys.readouterr().err
     res = json.loads(out.read_text())
@@ -103,10 +95,10 @@ def test_metrics_on_built_set_with_tiny_model(tmp_path, tiny_folder, data_file, 
     assert "metric" in capsys.readouterr().out
 
 
-def test_selfcal_through_cli_with_tiny_model(tmp_path, tiny_folder, capsys):
+def test_selfcal_through_cli_with_tiny_model(tmp_path, tiny_dir, capsys):
     pytest.importorskip("calmix.calib.selfgen")
     out = tmp_path / "self.pt"
-    rc = main(["calib", "build", "selfcal", "--model", str(tiny_folder), "--nsamples", "2", "--seqlen", "8",
+    rc = main(["calib", "build", "selfcal", "--model", str(tiny_dir), "--nsamples", "2", "--seqlen", "8",
                "--out", str(out), "--no-cache"])
     assert rc == 0, capsys.readouterr().err
     cs = CalibSet.load(out)

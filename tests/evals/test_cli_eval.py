@@ -9,14 +9,6 @@ import pytest
 from calmix.cli import main
 
 
-@pytest.fixture()
-def tiny_dir(tmp_path, tiny_model, default_tokenizer):
-    folder = tmp_path / "tiny"
-    tiny_model.save_pretrained(folder)
-    default_tokenizer.save_pretrained(folder)
-    return folder
-
-
 def test_unknown_task_or_suite_exits_2(tmp_path, capsys):
     assert main(["eval", "--model", "default", "--tasks", "arc_easy,nope", "--out", str(tmp_path / "o.json")]) == 2
     assert "unknown task 'nope'" in capsys.readouterr().err

@@ -11,15 +11,6 @@ from calmix.cli import main
 
 
 @pytest.fixture()
-def tiny_dir(tmp_path, tiny_model, default_tokenizer):
-    """A tiny random LLaMA saved with the default tokenizer, as a user's local model folder."""
-    path = tmp_path / "tiny"
-    tiny_model.save_pretrained(path)
-    default_tokenizer.save_pretrained(path)
-    return path
-
-
-@pytest.fixture()
 def text_file(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text("\n\n".join(f"Paragraph {i}: the quick brown fox jumps over the lazy dog {i} times." for i in range(200)))
