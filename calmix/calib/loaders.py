@@ -383,7 +383,7 @@ def package_version(name: str) -> str:
 
 # ------------------------------------------------------------------------------------------ BIG-bench
 
-from calmix.bigbench import CALIB_TASKS as BIGBENCH_CALIB_TASKS  # noqa: E402
+from calmix.bigbench import CALIB_TASKS as BIGBENCH_CALIB_TASKS  # noqa: E402,F401  (re-exported)
 
 
 def bigbench_sdist() -> Path | None:

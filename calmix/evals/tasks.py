@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from calmix.bigbench import EVAL_TASKS as BIGBENCH_TASKS  # the small-offline suite
+from calmix.bigbench import EVAL_TASKS as BIGBENCH_TASKS  # noqa: F401  (re-exported: the small-offline suite)
 from calmix.errors import CalmixError
-from calmix.paths import cache_dir, shared_data
+from calmix.paths import shared_data
 
 DIMENSIONS = ("General", "Commonsense", "Code", "Math")
 

@@ -341,16 +341,16 @@ def prune_model(model: nn.Module, calib, cfg: PruneConfig, device: str | torch.d
         errs = {name: [0.0, 0.0] for name in linears}
         err_batches = max(1, -(-cfg.err_samples // cfg.batch_size))
 
-        def err_hook(name):
+        def err_hook(name, dense):
             def hook(_mod, inp, out):
                 x, out = inp[0][: cfg.err_samples], out[: cfg.err_samples]
-                ref = nn.functional.linear(x, dense_w[name].to(x.dtype), None if _mod.bias is None else _mod.bias)
+                ref = nn.functional.linear(x, dense.to(x.dtype), None if _mod.bias is None else _mod.bias)
                 errs[name][0] += float((out.float() - ref.float()).pow(2).sum())
                 errs[name][1] += float(ref.float().pow(2).sum())
             return hook
 
         t0 = time.perf_counter()
-        hooks = [lin.register_forward_hook(err_hook(name)) for name, lin in linears.items()]
+        hooks = [lin.register_forward_hook(err_hook(name, dense_w[name])) for name, lin in linears.items()]
         try:
             for b in range(len(batches)):
                 if b == err_batches:

@@ -6,7 +6,6 @@ from pathlib import Path
 
 from calmix.study.config import parse_config
 from calmix.study.grid import build_grid, calib_key, cell_key, dense_key
-from calmix.study.store import Store
 
 SOURCES = ["pydoc-topics", "stdlib", "licences", "rg-logic", "gsm-symbolic"]
 # per source: (ppl, agg4) and a base retention per dimension; Math falls with ppl, General rises with it
