@@ -178,17 +178,7 @@ def loglikelihood(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size
                   device: str | torch.device = "cpu", progress: bool = False) -> list[ContScore]:
     """Log-likelihood of each continuation string given its context string (contexts shared where equal)."""
     require_tokenizer(tokenizer)
-    enc = [encode_pair(tokenizer, c, t) for c, t in pairs]
-    grouped: list[tuple[list[int], list[list[int]]]] = []
-    slot: dict[tuple[int, ...], int] = {}
-    where = []
-    for ctx, cont in enc:
-        k = tuple(ctx)
-        if k not in slot:
-            slot[k] = len(grouped)
-            grouped.append((ctx, []))
-        where.append((slot[k], len(grouped[slot[k]][1])))
-        grouped[slot[k]][1].append(cont)
+    grouped, where = mc_item_groups(tokenizer, [c for c, _ in pairs], [t for _, t in pairs])
     res = loglikelihood_groups(model, grouped, batch_size=batch_size, device=device, progress=progress)
     return [res[g][j] for g, j in where]
 
