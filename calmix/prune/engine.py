@@ -211,7 +211,7 @@ def _layer_output(out: Any) -> torch.Tensor:
 def prune_model(model: nn.Module, calib, cfg: PruneConfig, device: str | torch.device | None = None,
                 progress: bool = True) -> PruneReport:
     """Prune the decoder linears of `model` in place, one decoder layer at a time, on `calib` token windows."""
-    from calmix.prune.registry import apply_pruner, get_pruner, prepare_stat
+    from calmix.prune.registry import apply_pruner_group, get_pruner, prepare_stat
     from calmix.prune.sparsegpt import HessianAccumulator
     from calmix.prune.wanda import XNormAccumulator
 
@@ -324,15 +324,15 @@ def prune_model(model: nn.Module, calib, cfg: PruneConfig, device: str | torch.d
             elif pruner.stats == "xnorm":
                 stat = stats[group[0]].xnorm_sq
             stat = prepare_stat(pruner, stat, percdamp=cfg.percdamp)  # one factorisation per shared input
-            for name in group:
+            t1 = time.perf_counter()
+            results = apply_pruner_group(pruner, [linears[name].weight.data for name in group], stat, cfg.sparsity,
+                                         n, m, blocksize=cfg.blocksize, percdamp=cfg.percdamp)
+            seconds = (time.perf_counter() - t1) / len(group) + t_stats / max(len(linears), 1)
+            for name, res in zip(group, results):
                 lin = linears[name]
-                t1 = time.perf_counter()
-                res = apply_pruner(pruner, lin.weight.data, stat, cfg.sparsity, n, m,
-                                   blocksize=cfg.blocksize, percdamp=cfg.percdamp)
                 lin.weight.data.copy_(res.weight.to(lin.weight.dtype))
                 sp = float((lin.weight.data == 0).float().mean())
-                records[name] = LayerRecord(f"{prefix}.{name}", tuple(lin.weight.shape), sp, None,
-                                            time.perf_counter() - t1 + t_stats / max(len(linears), 1),
+                records[name] = LayerRecord(f"{prefix}.{name}", tuple(lin.weight.shape), sp, None, seconds,
                                             {k: v for k, v in res.info.items() if isinstance(v, (int, float, str))})
             del stat
         stats.clear()

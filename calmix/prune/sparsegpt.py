@@ -18,7 +18,6 @@ Computation runs on W's device in fp32, or in fp64 when W or H is fp64; the weig
 
 from __future__ import annotations
 
-import math
 import warnings
 from dataclasses import dataclass
 
@@ -61,10 +60,10 @@ class HessianAccumulator:
         tmp = x.shape[0]
         if tmp == 0:
             return
-        self._H *= self.ntokens / (self.ntokens + tmp)
+        x = x.to(self._H.device, torch.float32)
+        beta = self.ntokens / (self.ntokens + tmp)
         self.ntokens += tmp
-        x = math.sqrt(2 / self.ntokens) * x.to(self._H.device, torch.float32)
-        self._H += x.t() @ x
+        self._H.addmm_(x.t(), x, beta=beta, alpha=2 / self.ntokens)  # running mean: H·n/(n+t) + 2xxᵀ/(n+t)
 
 
 def _inverse_cholesky(H: Tensor, damp: float, max_tries: int) -> tuple[Tensor, float, int]:
@@ -112,8 +111,22 @@ def hessian_factor(H: Tensor, percdamp: float = 0.01, max_damp_tries: int = 5,
 def sparsegpt_prune(W: Tensor, H: Tensor | HessianFactor, sparsity: float, n: int = 0, m: int = 0,
                     blocksize: int = 128, percdamp: float = 0.01, max_damp_tries: int = 5) -> PruneResult:
     """Prune W [out, in] given H = 2XXᵀ/n [in, in] (or its HessianFactor) by SparseGPT; N:M when m > 0."""
-    rows, cols = W.shape
-    validate_pattern(sparsity, n, m, cols)
+    return sparsegpt_prune_group([W], H, sparsity, n, m, blocksize, percdamp, max_damp_tries)[0]
+
+
+def sparsegpt_prune_group(Ws: list[Tensor], H: Tensor | HessianFactor, sparsity: float, n: int = 0, m: int = 0,
+                          blocksize: int = 128, percdamp: float = 0.01,
+                          max_damp_tries: int = 5) -> list[PruneResult]:
+    """Prune weights that read the same input (q/k/v, gate/up) in one pass; same result as one by one.
+
+    OBS updates act on each row independently, so the rows of all Ws are stacked and swept together;
+    only the unstructured mask is chosen per weight (each its own share of int(sparsity * numel)).
+    """
+    cols = Ws[0].shape[1]
+    for W in Ws:
+        validate_pattern(sparsity, n, m, W.shape[1])
+        if W.shape[1] != cols:
+            raise ValueError(f"weights of one group must share their input width, got {[w.shape for w in Ws]}")
     shape = tuple(H.hinv.shape if isinstance(H, HessianFactor) else H.shape)
     if shape != (cols, cols):
         raise ValueError(f"H has shape {shape}, expected ({cols}, {cols})")
@@ -122,51 +135,48 @@ def sparsegpt_prune(W: Tensor, H: Tensor | HessianFactor, sparsity: float, n: in
     if m:
         blocksize = max(m, blocksize // m * m)
     hdtype = H.hinv.dtype if isinstance(H, HessianFactor) else H.dtype
-    dtype = torch.float64 if torch.float64 in (W.dtype, hdtype) else torch.float32
-    W0, W = W, W.detach().to(dtype=dtype, copy=True)
+    dtype = torch.float64 if torch.float64 in (*(W.dtype for W in Ws), hdtype) else torch.float32
+    device = Ws[0].device
     if not isinstance(H, HessianFactor):
-        H = hessian_factor(H.to(W.device), percdamp, max_damp_tries, dtype)
-    Hinv, dead, damp, tries = H.hinv.to(W.device, dtype), H.dead.to(W.device), H.damp, H.tries
-    W[:, dead] = 0
+        H = hessian_factor(H.to(device), percdamp, max_damp_tries, dtype)
+    Hinv, dead = H.hinv.to(device, dtype), H.dead.to(device)
+    # Work on Wᵀ [cols, rows] so that the column being pruned is one contiguous row.
+    Wt = torch.cat([W.detach().to(dtype) for W in Ws]).t().contiguous()
+    Wt[dead] = 0
+    bounds = [0]
+    for W in Ws:
+        bounds.append(bounds[-1] + W.shape[0])
+    rows = bounds[-1]
+    mask_t = torch.zeros(cols, rows, dtype=torch.bool, device=device)
+    errs = torch.empty(cols, rows, dtype=dtype, device=device)  # (w - q) / d for every pruned column
 
-    mask = torch.zeros(rows, cols, dtype=torch.bool, device=W.device)
-    losses = torch.zeros(rows, dtype=dtype, device=W.device)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
-        count = i2 - i1
-        W1 = W[:, i1:i2].clone()
-        Q1 = torch.zeros_like(W1)
-        Err1 = torch.zeros_like(W1)
-        Losses1 = torch.zeros_like(W1)
-        Hinv1 = Hinv[i1:i2, i1:i2]
-        d1 = torch.diag(Hinv1).reshape(1, -1)
-
+        W1, Hinv1, E1 = Wt[i1:i2], Hinv[i1:i2, i1:i2], errs[i1:i2]
+        d = Hinv1.diagonal()
+        mask1 = mask_t[i1:i2]
         if m == 0:
-            k = int(sparsity * rows * i2) - int(sparsity * rows * i1)
-            mask1 = lowest_k_mask(W1 ** 2 / d1 ** 2, k)
-        else:
-            mask1 = torch.zeros_like(W1, dtype=torch.bool)
-
-        for i in range(count):
-            w = W1[:, i]
-            d = Hinv1[i, i]
+            scores = (W1 / d[:, None]) ** 2
+            for r0, r1 in zip(bounds, bounds[1:]):
+                k = int(sparsity * (r1 - r0) * i2) - int(sparsity * (r1 - r0) * i1)
+                mask1[:, r0:r1] = lowest_k_mask(scores[:, r0:r1].t(), k).t()  # row-major order for ties
+        factor = mask1.to(dtype) / d[:, None]  # err = w · [pruned] / d
+        for i in range(i2 - i1):
             if m and i % m == 0:
-                mask1[:, i:i + m] = nm_mask(W1[:, i:i + m] ** 2 / d1[:, i:i + m] ** 2, n, m)
-            q = w.clone()
-            q[mask1[:, i]] = 0
-            Q1[:, i] = q
-            Losses1[:, i] = (w - q) ** 2 / d ** 2
-            err1 = (w - q) / d
-            W1[:, i:] -= err1.unsqueeze(1).matmul(Hinv1[i, i:].unsqueeze(0))
-            Err1[:, i] = err1
+                mask1[i:i + m] = nm_mask((W1[i:i + m] / d[i:i + m, None]).t() ** 2, n, m).t()
+                factor[i:i + m] = mask1[i:i + m].to(dtype) / d[i:i + m, None]
+            torch.mul(W1[i], factor[i], out=E1[i])
+            W1[i:].addr_(Hinv1[i, i:], E1[i], alpha=-1)
+        W1.masked_fill_(mask1, 0)  # pruned entries are now ~0 by the update; make them exactly 0
+        Wt[i2:].addmm_(Hinv[i1:i2, i2:].t(), E1, alpha=-1)
 
-        W[:, i1:i2] = Q1
-        mask[:, i1:i2] = mask1
-        losses += torch.sum(Losses1, 1) / 2
-        W[:, i2:] -= Err1.matmul(Hinv[i1:i2, i2:])
-
-    pruned = int(mask.sum())
-    info = {"method": "sparsegpt", "damp": damp, "damp_tries": tries, "dead_inputs": int(dead.sum()),
-            "err": float(losses.sum()), "blocksize": blocksize, "percdamp": percdamp,
-            "pruned": pruned, "sparsity": pruned / max(mask.numel(), 1)}
-    return PruneResult(weight=W.to(W0.dtype), mask=mask, info=info)
+    results = []
+    losses = errs.pow(2).sum(0) / 2
+    for W, r0, r1 in zip(Ws, bounds, bounds[1:]):
+        mask = mask_t[:, r0:r1].t().contiguous()
+        pruned = int(mask.sum())
+        info = {"method": "sparsegpt", "damp": H.damp, "damp_tries": H.tries, "dead_inputs": int(dead.sum()),
+                "err": float(losses[r0:r1].sum()), "blocksize": blocksize, "percdamp": percdamp,
+                "pruned": pruned, "sparsity": pruned / max(mask.numel(), 1)}
+        results.append(PruneResult(weight=Wt[:, r0:r1].t().to(W.dtype).contiguous(), mask=mask, info=info))
+    return results

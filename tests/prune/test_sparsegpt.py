@@ -233,3 +233,22 @@ def test_low_precision_weight_dtype_kept(dtype):
     ref = sparsegpt_prune(W.to(dtype).float(), H, 0.5)  # same computation in fp32
     assert torch.equal(res.mask, ref.mask)
     torch.testing.assert_close(res.weight, ref.weight.to(dtype))
+
+
+@pytest.mark.parametrize("n,m,sparsity", [(0, 0, 0.6), (0, 0, 0.37), (2, 4, 0.0)])
+def test_group_equals_one_by_one(n, m, sparsity):
+    """Weights sharing an input (q/k/v) pruned in one stacked pass: the same masks and weights as one by one."""
+    from calmix.prune.sparsegpt import hessian_factor, sparsegpt_prune_group
+
+    _, _, H = _correlated(cols=48, dtype=torch.float32)
+    g = torch.Generator().manual_seed(3)
+    Ws = [torch.randn(r, 48, generator=g) for r in (16, 5, 9)]
+    factor = hessian_factor(H)
+    group = sparsegpt_prune_group(Ws, factor, sparsity, n, m, blocksize=16)
+    for W, res in zip(Ws, group):
+        one = sparsegpt_prune(W, factor, sparsity, n, m, blocksize=16)
+        assert torch.equal(res.mask, one.mask)
+        torch.testing.assert_close(res.weight, one.weight, rtol=1e-5, atol=1e-6)
+        assert res.info["pruned"] == (W.numel() * n // m if m else int(sparsity * W.numel()))
+    with pytest.raises(ValueError, match="input width"):
+        sparsegpt_prune_group([Ws[0], torch.randn(4, 40)], factor, 0.5)
