@@ -83,14 +83,30 @@ def _forward(model, **kwargs):
         return model(**kwargs)
 
 
+def length_batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> list[list[int]]:
+    """Consecutive runs of positions in lengths with at most max_rows rows and, unless a run is a single row,
+    at most max_tokens padded tokens (rows × longest); pass lengths sorted longest first for little padding."""
+    out: list[list[int]] = []
+    longest = 0
+    for i, n in enumerate(lengths):
+        if out and len(out[-1]) < max_rows and (len(out[-1]) + 1) * max(longest, n) <= max_tokens:
+            out[-1].append(i)
+            longest = max(longest, n)
+        else:
+            out.append([i])
+            longest = n
+    return out
+
+
 @torch.no_grad()
 def loglikelihood_groups(model, groups: Sequence[tuple[list[int], Sequence[list[int]]]], batch_size: int = 16,
                          device: str | torch.device = "cpu", progress: bool = False,
-                         desc: str = "loglik", cont_rows: int = 16) -> list[list[ContScore]]:
+                         desc: str = "loglik", cont_rows: int = 16, max_tokens: int = 2048) -> list[list[ContScore]]:
     """Score every continuation of every (context ids, [continuation ids]) group.
 
     The context of a group runs once (KV cache); its continuations then run as a batch on the cached keys.
-    Groups are processed in batches sorted by length; continuations run in length-sorted chunks of cont_rows rows.
+    Groups run longest first in batches of at most batch_size groups and max_tokens padded context tokens;
+    continuations run in length-sorted chunks of at most cont_rows rows and max_tokens padded tokens.
     Results come back in input order.
     """
     device = torch.device(device)
@@ -105,12 +121,13 @@ def loglikelihood_groups(model, groups: Sequence[tuple[list[int], Sequence[list[
         longest = max(len(c) for c in conts)
         keep = max(1, max_len - longest)
         prepared.append((list(ctx)[-keep:], conts))
-    order = sorted(range(len(prepared)), key=lambda i: -(len(prepared[i][0]) + max(len(c) for c in prepared[i][1])))
+    order = sorted(range(len(prepared)), key=lambda i: (-len(prepared[i][0]), -max(len(c) for c in prepared[i][1])))
     results: list[list[ContScore] | None] = [None] * len(prepared)
     pad = 0
     bar = tqdm(total=len(order), desc=desc, disable=None if progress else True, leave=False)
-    for start in range(0, len(order), batch_size):
-        idxs = order[start:start + batch_size]
+    ctx_lens = [len(prepared[i][0]) for i in order]
+    for run in length_batches(ctx_lens, batch_size, max_tokens):
+        idxs = [order[k] for k in run]
         ctxs = [prepared[i][0] for i in idxs]
         lens = torch.tensor([len(c) for c in ctxs])
         lc = int(lens.max())
@@ -135,7 +152,8 @@ def loglikelihood_groups(model, groups: Sequence[tuple[list[int], Sequence[list[
         tails: dict[int, torch.Tensor] = {}  # row -> log-probs of its continuation tokens after the first
         # Continuations longer than one token run on the cached context, in length-sorted chunks (little padding).
         multi = sorted((r for r, (_, c) in enumerate(rows) if len(c) > 1), key=lambda r: -len(rows[r][1]))
-        chunks = [multi[k:k + cont_rows] for k in range(0, len(multi), cont_rows)]
+        chunks = [[multi[k] for k in run] for run in length_batches([len(rows[r][1]) for r in multi], cont_rows,
+                                                                     max_tokens)]
         for chunk in chunks:
             sub = copy.deepcopy(cache) if len(chunks) > 1 else cache
             gidx = row_group[chunk]

@@ -182,3 +182,16 @@ def test_gsm8k_extraction_on_real_answers(shared):
     body = rows[0]["answer"].split("####")[0]
     assert extract_strict(body) is None
     assert extract_flexible(body) == golds[0]
+
+
+def test_length_batches_rows_and_token_budget():
+    from calmix.evals.scorers import length_batches
+
+    assert length_batches([10, 9, 8, 2, 2, 2, 1], max_rows=3, max_tokens=100) == [[0, 1, 2], [3, 4, 5], [6]]
+    # 3 rows of 10 would pad to 30 > 25 tokens: a new run starts; a single row longer than the budget still runs
+    assert length_batches([40, 10, 10, 10, 9], max_rows=16, max_tokens=25) == [[0], [1, 2], [3, 4]]
+    # unsorted input: the budget counts the run's longest row
+    assert length_batches([2, 2, 12], max_rows=8, max_tokens=24) == [[0, 1], [2]]
+    assert length_batches([], 4, 10) == []
+    flat = [i for run in length_batches([7, 5, 5, 3, 3, 3, 1], 2, 12) for i in run]
+    assert flat == list(range(7))
