@@ -14,7 +14,7 @@ from calmix.paths import cache_dir
 SDIST = "bigbench-1.0.0.tar.gz"
 # Every task calmix reads: calibration sources and the small-offline evaluation suite (extracted in one pass).
 CALIB_TASKS = ("strategyqa", "topical_chat", "natural_instructions/subtask059_ropes_story_generation")
-EVAL_TASKS = ("general_knowledge", "social_iqa", "cause_and_effect/one_sentence")  # the small-offline suite
+EVAL_TASKS = ("general_knowledge", "qa_wikidata", "social_iqa", "cause_and_effect/one_sentence")  # the small-offline suite
 TASKS = CALIB_TASKS + EVAL_TASKS
 FETCH = "pip download --no-deps --no-binary :all: bigbench==1.0.0 -d {cache}"
 

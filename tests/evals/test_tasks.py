@@ -237,3 +237,18 @@ def test_small_offline_suite_on_tiny_model(tiny_model, default_tokenizer, tmp_pa
     assert all(res.dimensions[d] is not None for d in DIMENSIONS)
     _, items = build_items(get_task("bb_cause_and_effect"), limit=2, seed=0)
     assert items[0]["contexts"][0] == ""
+
+
+def test_package_probes_format():
+    """Probes built from BIG-bench: a cloze (wikidata: subject and relation -> object) and a gold text without input."""
+    try:
+        _, items = build_items(get_task("cause_and_effect_probe"), limit=3, seed=0)
+        rows = get_task("wikidata_probe").records()
+    except CalmixError as err:
+        pytest.skip(f"BIG-bench sdist unavailable here: {err}")
+    assert all(it["context"] == "" and it["reference"].strip() == it["reference"] for it in items)
+    assert len(rows) > 10_000 and all(r["question"] and r["answer"] for r in rows)
+    _, wiki = build_items(get_task("wikidata_probe"), limit=4, seed=0)
+    assert all(it["reference"].startswith(" ") and not it["context"].endswith(" ") for it in wiki)
+    _, siqa = build_items(get_task("social_iqa_probe"), limit=4, seed=0)
+    assert all(it["context"].startswith("Q: ") and it["context"].endswith("\nA:") for it in siqa)
