@@ -61,7 +61,7 @@ class IGSPParams:
     by: str = "ppl"  # ppl (K quantile bins) or mode (one stratum per mode)
     greedy: bool = True  # inside a stratum pick the candidate adding most unseen 4-grams (else seeded random)
     gen_len: int | None = None  # tokens per candidate including the opener; None = seqlen
-    batch_size: int = 16
+    batch_size: int = 64
 
     def validate(self, kind: str) -> None:
         _positive(kind, pool=self.pool, strata=self.strata, gen_len=self.gen_len, batch_size=self.batch_size,

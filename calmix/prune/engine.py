@@ -31,7 +31,7 @@ class PruneConfig:
     include: tuple[str, ...] = ("*",)  # fnmatch patterns on full linear names, e.g. "*.mlp.*"
     exclude: tuple[str, ...] = ()
     offload: str = "auto"  # where activations live: "auto" (device if it fits), "device", "cpu"
-    batch_size: int = 1  # calibration samples per layer forward
+    batch_size: int = 8  # calibration windows per layer forward (the CLI default too)
     err_samples: int = 4  # samples on which the per-linear output reconstruction error is measured
 
     def nm(self) -> tuple[int, int]:

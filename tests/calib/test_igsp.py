@@ -13,7 +13,8 @@ from calmix.calib.metrics import agg4
 from calmix.calib.selfgen import generate_set
 from calmix.errors import CalmixError
 
-# a low final temperature (greedy after 3 tokens) makes the tiny random model loop, so agg4 varies
+# a low final temperature (greedy after 3 tokens) makes the tiny random model loop, so agg4 varies (the protocol
+# fixture generates 48-token candidates so that loops show up)
 BASE = {"t_final": "0", "n": "3", "batch_size": "16"}
 
 
@@ -74,14 +75,14 @@ def igsp_run(default_tokenizer):
 
     model = tiny_llama(vocab_size=len(default_tokenizer), seed=0)
     model.config.eos_token_id = default_tokenizer.eos_token_id
-    s = generate_set("igsp", model, default_tokenizer, 4, 16, seed=0, params=dict(BASE))
+    s = generate_set("igsp", model, default_tokenizer, 4, 16, seed=0, params={**BASE, "gen_len": "48"})
     return model, s
 
 
 def test_igsp_shape_determinism_and_card(igsp_run, default_tokenizer):
     model, s = igsp_run
     assert s.input_ids.shape == (4, 16)
-    again = generate_set("igsp", model, default_tokenizer, 4, 16, seed=0, params=dict(BASE))
+    again = generate_set("igsp", model, default_tokenizer, 4, 16, seed=0, params={**BASE, "gen_len": "48"})
     assert torch.equal(s.input_ids, again.input_ids)
     card = s.card
     assert card["pool_size"] == 16 and len(card["generations"]) == 16

@@ -187,3 +187,17 @@ def test_prefix_paragraphs_skip_headings_and_rules():
     doc = " \n = Homarus gammarus = \n \n Homarus gammarus , known as the lobster\n****\n2 lobsters\n"
     assert prefix_paragraphs([doc, "Plain text."]) == ["Homarus gammarus , known as the lobster", "2 lobsters",
                                                        "Plain text."]
+
+
+def test_sample_rows_follows_probs_and_skips_zeros():
+    from calmix.calib.selfgen import sample_rows
+
+    probs = torch.tensor([[0.0, 0.5, 0.0, 0.25, 0.25], [1.0, 0.0, 0.0, 0.0, 0.0]]).repeat(4000, 1)
+    g = torch.Generator().manual_seed(0)
+    idx = sample_rows(probs, g)
+    first, second = idx[0::2], idx[1::2]
+    assert set(second.tolist()) == {0}
+    assert not ((first == 0) | (first == 2)).any()
+    freq = torch.bincount(first, minlength=5).double() / len(first)
+    torch.testing.assert_close(freq, torch.tensor([0.0, 0.5, 0.0, 0.25, 0.25], dtype=torch.float64), atol=0.03, rtol=0)
+    assert torch.equal(idx, sample_rows(probs, torch.Generator().manual_seed(0)))  # seeded
