@@ -1,6 +1,7 @@
 """Bench: build a calibration set from every available source, time it, and (optionally) measure its metrics.
 
-    python bench/calib.py [--nsamples 32] [--seqlen 512] [--no-metrics] [--no-selfgen] [--out FILE.json]
+    python bench/calib.py [--nsamples 32] [--seqlen 512] [--gen-nsamples 32 --gen-seqlen 512] [--dtype bfloat16]
+                          [--no-metrics] [--no-selfgen] [--out FILE.json]
 
 Prints per source: documents read, stream tokens, build seconds, and, when calmix.calib.metrics is present,
 the information metrics (dense perplexity with the default model); when calmix.calib.selfgen is present,
@@ -48,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gen-nsamples", type=int, default=4, help="rows per self-generated set (generation is slow)")
     ap.add_argument("--gen-seqlen", type=int, default=128)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--dtype", default="float32", help="model dtype for perplexity and generation (bfloat16 is "
+                                                       "2x faster on CPUs with AVX512-BF16/AMX)")
     ap.add_argument("--out", default=None, help="write all figures as JSON")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     have_selfgen = importlib.util.find_spec("calmix.calib.selfgen") is not None and not args.no_selfgen
     model = None
     if (have_metrics and args.ppl_sources != "none") or have_selfgen:
-        model, tok = load_model(args.model)
+        model, tok = load_model(args.model, dtype=args.dtype)
     else:
         tok = load_tokenizer(args.model)
     print(f"model/tokenizer load: {time.perf_counter() - t0:.1f} s")
