@@ -152,14 +152,15 @@ def _bigbench_mc(name: str) -> Callable[[], list[dict]]:
 
 
 def _bigbench_cloze(name: str) -> Callable[[], list[dict]]:
-    """A generative BIG-bench task as (question, first gold target) rows; examples without a target are skipped."""
+    """A generative BIG-bench task as (context, first gold target as continuation) rows, the LAMBADA row shape;
+    examples without a target are skipped."""
     def load() -> list[dict]:
         rows = []
         for ex in bigbench_task(name)["examples"]:
             target = ex.get("target")
             target = target[0] if isinstance(target, list) and target else target
             if isinstance(target, str) and target.strip() and ex.get("input", "").strip():
-                rows.append({"question": ex["input"].strip(), "answer": target.strip()})
+                rows.append({"context": ex["input"].strip(), "continuation": target.strip()})
         return rows
 
     return load
@@ -343,12 +344,9 @@ def fmt_text_probe(r: dict, shots: list[dict]) -> dict:
     return {"context": "", "reference": r["text"]}
 
 
-def fmt_lambada_probe(r: dict, shots: list[dict]) -> dict:
-    return {"context": r["context"], "reference": " " + r["continuation"]}
-
-
 def fmt_cloze_probe(r: dict, shots: list[dict]) -> dict:
-    return {"context": r["question"], "reference": " " + r["answer"]}
+    """A word or phrase completing its context (LAMBADA's last word, a Wikidata object)."""
+    return {"context": r["context"], "reference": " " + r["continuation"]}
 
 
 def fmt_qa_probe(r: dict, shots: list[dict]) -> dict:
@@ -513,7 +511,7 @@ for _t in [
          fewshot_by="subject", default_limit=None),
     Task("wikitext2_probe", "General", "probe", "test", _wiki, fmt_text_probe, "nll", default_limit=40,
          prepare=wikitext_passages, description="NLL per token of held-out WikiText-2 test paragraphs"),
-    Task("lambada_probe", "General", "probe", "test", _lambada, fmt_lambada_probe, "nll", default_limit=50,
+    Task("lambada_probe", "General", "probe", "test", _lambada, fmt_cloze_probe, "nll", default_limit=50,
          description="NLL per token of the LAMBADA target word given its passage"),
     # Code
     Task("humaneval_probe", "Code", "probe", "test", _he, fmt_humaneval_probe, "nll", default_limit=40,

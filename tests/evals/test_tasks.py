@@ -247,7 +247,7 @@ def test_package_probes_format():
     except CalmixError as err:
         pytest.skip(f"BIG-bench sdist unavailable here: {err}")
     assert all(it["context"] == "" and it["reference"].strip() == it["reference"] for it in items)
-    assert len(rows) > 10_000 and all(r["question"] and r["answer"] for r in rows)
+    assert len(rows) > 10_000 and all(r["context"] and r["continuation"] for r in rows)
     _, wiki = build_items(get_task("wikidata_probe"), limit=4, seed=0)
     assert all(it["reference"].startswith(" ") and not it["context"].endswith(" ") for it in wiki)
     _, siqa = build_items(get_task("social_iqa_probe"), limit=4, seed=0)
