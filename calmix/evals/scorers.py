@@ -1,26 +1,16 @@
-"""Scorers: batched log-likelihood of continuations (shared context once), probes, greedy generation, GSM8K extraction."""
+"""Scorers: log-likelihood of continuations (calmix.evals.loglik), multiple choice, probes, greedy generation, GSM8K extraction."""
 
 from __future__ import annotations
 
-import copy
 import math
 import re
-from dataclasses import dataclass
 from typing import Sequence
 
 import torch
 from tqdm.auto import tqdm
 
 from calmix.errors import CalmixError
-
-
-@dataclass(frozen=True)
-class ContScore:
-    """Log-likelihood of one continuation: sum of token log-probs, its token count, and whether greedy decoding gives it."""
-
-    logprob: float
-    ntokens: int
-    greedy: bool
+from calmix.evals.loglik import ContScore, length_batches, loglikelihood_groups, max_context  # noqa: F401 (re-exported)
 
 
 # ---------------------------------------------------------------------------------------------- tokenisation
@@ -55,143 +45,6 @@ def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], 
 
 
 # ---------------------------------------------------------------------------------------------- log-likelihood
-def _max_len(model) -> int:
-    cfg = getattr(model, "config", None)
-    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = getattr(cfg, attr, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return 2048
-
-
-def _cache_kwarg(model) -> str:
-    """Name of the forward argument that takes a KV cache (transformers renamed past_key_values to cache)."""
-    import inspect
-
-    try:
-        params = inspect.signature(model.forward).parameters
-    except (TypeError, ValueError):
-        return "past_key_values"
-    return "cache" if "cache" in params else "past_key_values"
-
-
-def _forward(model, **kwargs):
-    try:
-        return model(**kwargs)
-    except TypeError:  # a model without logits_to_keep: full logits
-        kwargs.pop("logits_to_keep", None)
-        return model(**kwargs)
-
-
-def length_batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> list[list[int]]:
-    """Consecutive runs of positions in lengths with at most max_rows rows and, unless a run is a single row,
-    at most max_tokens padded tokens (rows × longest); pass lengths sorted longest first for little padding."""
-    out: list[list[int]] = []
-    longest = 0
-    for i, n in enumerate(lengths):
-        if out and len(out[-1]) < max_rows and (len(out[-1]) + 1) * max(longest, n) <= max_tokens:
-            out[-1].append(i)
-            longest = max(longest, n)
-        else:
-            out.append([i])
-            longest = n
-    return out
-
-
-@torch.no_grad()
-def loglikelihood_groups(model, groups: Sequence[tuple[list[int], Sequence[list[int]]]], batch_size: int = 16,
-                         device: str | torch.device = "cpu", progress: bool = False,
-                         desc: str = "loglik", cont_rows: int = 16, max_tokens: int = 2048) -> list[list[ContScore]]:
-    """Score every continuation of every (context ids, [continuation ids]) group.
-
-    The context of a group runs once (KV cache); its continuations then run as a batch on the cached keys.
-    Groups run longest first in batches of at most batch_size groups and max_tokens padded context tokens;
-    continuations run in length-sorted chunks of at most cont_rows rows and max_tokens padded tokens.
-    Results come back in input order.
-    """
-    device = torch.device(device)
-    max_len = _max_len(model)
-    prepared = []
-    for ctx, conts in groups:
-        conts = [list(c) for c in conts]
-        if not conts:
-            raise ValueError("a group needs at least one continuation")
-        if any(len(c) == 0 for c in conts):
-            raise CalmixError("an empty continuation cannot be scored: check the task's choices")
-        longest = max(len(c) for c in conts)
-        keep = max(1, max_len - longest)
-        prepared.append((list(ctx)[-keep:], conts))
-    order = sorted(range(len(prepared)), key=lambda i: (-len(prepared[i][0]), -max(len(c) for c in prepared[i][1])))
-    results: list[list[ContScore] | None] = [None] * len(prepared)
-    pad = 0
-    bar = tqdm(total=len(order), desc=desc, disable=None if progress else True, leave=False)
-    ctx_lens = [len(prepared[i][0]) for i in order]
-    for run in length_batches(ctx_lens, batch_size, max_tokens):
-        idxs = [order[k] for k in run]
-        ctxs = [prepared[i][0] for i in idxs]
-        lens = torch.tensor([len(c) for c in ctxs])
-        lc = int(lens.max())
-        ids = torch.full((len(ctxs), lc), pad, dtype=torch.long)
-        mask = torch.zeros((len(ctxs), lc), dtype=torch.long)
-        for r, c in enumerate(ctxs):  # right padding: no query row is fully masked
-            ids[r, :len(c)] = torch.tensor(c)
-            mask[r, :len(c)] = 1
-        last = lens - 1
-        uniq, where = torch.unique(last, return_inverse=True)
-        out = _forward(model, input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True,
-                       logits_to_keep=uniq.to(device))
-        logits = out.logits
-        if logits.shape[1] == lc and len(uniq) != lc:  # the model ignored logits_to_keep
-            first_logits = logits[torch.arange(len(ctxs)), last.to(logits.device)]
-        else:
-            first_logits = logits[torch.arange(len(ctxs)), where.to(logits.device)]
-        first_lp = torch.log_softmax(first_logits.float(), dim=-1)
-        cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
-        rows = [(r, c) for r, i in enumerate(idxs) for c in prepared[i][1]]
-        row_group = torch.tensor([r for r, _ in rows])
-        tails: dict[int, torch.Tensor] = {}  # row -> log-probs of its continuation tokens after the first
-        # Continuations longer than one token run on the cached context, in length-sorted chunks (little padding).
-        multi = sorted((r for r, (_, c) in enumerate(rows) if len(c) > 1), key=lambda r: -len(rows[r][1]))
-        chunks = [[multi[k] for k in run] for run in length_batches([len(rows[r][1]) for r in multi], cont_rows,
-                                                                     max_tokens)]
-        for chunk in chunks:
-            sub = copy.deepcopy(cache) if len(chunks) > 1 else cache
-            gidx = row_group[chunk]
-            sub.reorder_cache(gidx.to(device))
-            lt = len(rows[chunk[0]][1]) - 1
-            cids = torch.full((len(chunk), lt), pad, dtype=torch.long)
-            cmask = torch.zeros((len(chunk), lt), dtype=torch.long)
-            for k, r in enumerate(chunk):
-                c = rows[r][1]
-                cids[k, :len(c) - 1] = torch.tensor(c[:-1])
-                cmask[k, :len(c) - 1] = 1
-            full_mask = torch.cat([mask[gidx], cmask], dim=1)
-            pos = lens[gidx].unsqueeze(1) + torch.arange(lt).unsqueeze(0)
-            out2 = model(input_ids=cids.to(device), attention_mask=full_mask.to(device), position_ids=pos.to(device),
-                         use_cache=True, **{_cache_kwarg(model): sub})
-            lp = torch.log_softmax(out2.logits.float(), dim=-1)
-            for k, r in enumerate(chunk):
-                tails[r] = lp[k, :len(rows[r][1]) - 1]
-            del sub, out2, lp
-        del cache, out
-        scores: list[list[ContScore]] = [[] for _ in idxs]
-        for r, (g, c) in enumerate(rows):
-            lp0 = first_lp[g]
-            total = float(lp0[c[0]])
-            greedy = bool(int(lp0.argmax()) == c[0])
-            if len(c) > 1:
-                lp = tails[r]
-                tgt = torch.tensor(c[1:], device=lp.device)
-                total += float(lp.gather(1, tgt.unsqueeze(1)).sum())
-                greedy = greedy and bool((lp.argmax(-1) == tgt).all())
-            scores[g].append(ContScore(total, len(c), greedy))
-        for g, i in enumerate(idxs):
-            results[i] = scores[g]
-        bar.update(len(idxs))
-    bar.close()
-    return results  # type: ignore[return-value]
-
-
 def loglikelihood(model, tokenizer, pairs: Sequence[tuple[str, str]], batch_size: int = 16,
                   device: str | torch.device = "cpu", progress: bool = False) -> list[ContScore]:
     """Log-likelihood of each continuation string given its context string (contexts shared where equal)."""
@@ -284,7 +137,7 @@ def generate_greedy(model, tokenizer, prompts: Sequence[str], stop: Sequence[str
     require_tokenizer(tokenizer)
     device = torch.device(device)
     enc = [encode(tokenizer, p) or [prefix_token(tokenizer)] for p in prompts]
-    max_len = _max_len(model)
+    max_len = max_context(model)
     enc = [e[-max(1, max_len - max_new_tokens):] for e in enc]
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else prefix_token(tokenizer)
     eos = getattr(tokenizer, "eos_token_id", None)

@@ -54,10 +54,10 @@ def test_batching_and_length_sorting_match_one_by_one(tiny_model, default_tokeni
     assert many == pytest.approx(one, abs=1e-4)
 
 
-@pytest.mark.parametrize("cont_rows", [1, 2, 16])
-def test_groups_share_context_and_keep_input_order(tiny_model, cont_rows):
+@pytest.mark.parametrize("packed,cont_rows", [(None, 16), (False, 1), (False, 2), (False, 16)])
+def test_groups_share_context_and_keep_input_order(tiny_model, packed, cont_rows):
     groups = [([5, 6, 7], [[8], [9, 10, 11], [12, 13]]), ([1], [[2, 3]]), ([4, 4, 4, 4, 4, 4], [[1], [2, 9, 9, 9], [3]])]
-    res = loglikelihood_groups(tiny_model, groups, batch_size=2, cont_rows=cont_rows)
+    res = loglikelihood_groups(tiny_model, groups, batch_size=2, cont_rows=cont_rows, packed=packed)
     for (ctx, conts), got in zip(groups, res):
         assert len(got) == len(conts)
         for cont, r in zip(conts, got):

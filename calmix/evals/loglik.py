@@ -1,0 +1,338 @@
+"""Log-likelihood of continuations given contexts, every continuation of a context scored in one forward.
+
+Packed path (default where the model supports it): one row per context, holding the context and then every
+continuation, each continuation attending to the context and to itself only (a 4D additive mask) at the positions
+it would have after the context. The decoder runs once per row, and the output head runs only on the positions
+whose next token is scored. Models that cannot take such a row (a custom mask ignored, a sliding window shorter
+than the row) use the cached path: the context runs once, its KV cache is copied to each continuation.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import logging
+import weakref
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+from tqdm.auto import tqdm
+
+from calmix.errors import CalmixError
+
+log = logging.getLogger(__name__)
+
+Group = tuple[list[int], Sequence[list[int]]]
+
+
+@dataclass(frozen=True)
+class ContScore:
+    """Log-likelihood of one continuation: sum of token log-probs, its token count, and whether greedy decoding gives it."""
+
+    logprob: float
+    ntokens: int
+    greedy: bool
+
+
+def length_batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> list[list[int]]:
+    """Consecutive runs of positions in lengths with at most max_rows rows and, unless a run is a single row,
+    at most max_tokens padded tokens (rows × longest); pass lengths sorted longest first for little padding."""
+    out: list[list[int]] = []
+    longest = 0
+    for i, n in enumerate(lengths):
+        if out and len(out[-1]) < max_rows and (len(out[-1]) + 1) * max(longest, n) <= max_tokens:
+            out[-1].append(i)
+            longest = max(longest, n)
+        else:
+            out.append([i])
+            longest = n
+    return out
+
+
+def max_context(model) -> int:
+    """Longest sequence the model takes (its configured position limit, else 2048)."""
+    cfg = getattr(model, "config", None)
+    for attr in ("max_position_embeddings", "n_positions", "max_sequence_length"):
+        value = getattr(cfg, attr, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return 2048
+
+
+# ---------------------------------------------------------------------------------------------- packed rows
+def packed_row(ctx: Sequence[int], conts: Sequence[Sequence[int]]) -> tuple[list[int], list[int], torch.Tensor, list[list[int]]]:
+    """One row for a context and its continuations: token ids, position ids, the L×L attention permission
+    (True = may attend) and, per continuation, the row positions whose next-token distribution scores it."""
+    n = len(ctx)
+    ids, pos = list(ctx), list(range(n))
+    spans, score_at = [], []
+    for c in conts:
+        start = len(ids)
+        ids.extend(c[:-1])
+        pos.extend(range(n, n + len(c) - 1))
+        spans.append((start, len(ids)))
+        score_at.append([n - 1] + list(range(start, len(ids))))
+    allow = torch.zeros((len(ids), len(ids)), dtype=torch.bool)
+    allow[:n, :n] = torch.ones((n, n), dtype=torch.bool).tril()
+    for start, end in spans:
+        if end > start:
+            allow[start:end, :n] = True
+            allow[start:end, start:end] = torch.ones((end - start, end - start), dtype=torch.bool).tril()
+    return ids, pos, allow, score_at
+
+
+def _parts(model):
+    """(decoder body returning hidden states, output head, final logit soft-cap or None), or None if not split."""
+    body = getattr(model, "base_model", None)
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if body is None or body is model or head is None:
+        return None
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    return body, head, getattr(cfg, "final_logit_softcapping", None)
+
+
+def packed_limit(model) -> int:
+    """Longest packed row the model scores exactly: its sliding window when it has one (a custom mask replaces
+    the window), else its position limit."""
+    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
+    window = getattr(cfg, "sliding_window", None)
+    limit = max_context(model)
+    return min(limit, window) if isinstance(window, int) and window > 0 else limit
+
+
+def _score_positions(head, softcap, hidden: torch.Tensor, slots: torch.Tensor, targets: torch.Tensor,
+                     max_elems: int = 1 << 26) -> tuple[torch.Tensor, torch.Tensor]:
+    """Log-prob of each target token under head(hidden[slot]) and whether it is that row's argmax; slots must be
+    sorted; the head runs once per hidden row, in chunks of at most max_elems logits."""
+    vocab = head.weight.shape[0]
+    step = max(1, max_elems // vocab)
+    slots, targets = slots.to(hidden.device), targets.to(hidden.device)
+    lps, hits = [], []
+    for s in range(0, hidden.shape[0], step):
+        logits = head(hidden[s:s + step]).float()
+        if softcap:
+            logits = torch.tanh(logits / softcap) * softcap
+        lse, best = torch.logsumexp(logits, dim=-1), logits.argmax(-1)
+        lo, hi = torch.searchsorted(slots, torch.tensor([s, s + step], device=slots.device)).tolist()
+        k, t = slots[lo:hi] - s, targets[lo:hi]
+        lps.append(logits[k, t] - lse[k])
+        hits.append(best[k] == t)
+    return torch.cat(lps).cpu(), torch.cat(hits).cpu()
+
+
+@torch.no_grad()
+def _score_packed_batch(model, parts, batch: Sequence[Group], device: torch.device) -> list[list[ContScore]]:
+    body, head, softcap = parts
+    rows = [packed_row(ctx, conts) for ctx, conts in batch]
+    width = max(len(r[0]) for r in rows)
+    dtype = head.weight.dtype if head.weight.dtype.is_floating_point else torch.float32
+    ids = torch.zeros((len(rows), width), dtype=torch.long)
+    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    allow = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1)  # padding attends to itself only
+    for b, (rid, rpos, rallow, _) in enumerate(rows):
+        ids[b, :len(rid)] = torch.tensor(rid)
+        pos[b, :len(rpos)] = torch.tensor(rpos)
+        allow[b, :len(rid), :len(rid)] = rallow
+    mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min).unsqueeze(1)
+    hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
+                  use_cache=False).last_hidden_state
+    # Each distinct (row, position) goes through the head once, however many continuations it scores.
+    slot: dict[tuple[int, int], int] = {}
+    where: list[list[list[int]]] = []
+    targets: list[list[int]] = []  # per slot: every target token asked of it
+    for b, ((_, conts), (_, _, _, score_at)) in enumerate(zip(batch, rows)):
+        per_cont = []
+        for c, positions in zip(conts, score_at):
+            ks = []
+            for p, t in zip(positions, c):
+                key = (b, p)
+                if key not in slot:
+                    slot[key] = len(slot)
+                    targets.append([])
+                ks.append((slot[key], len(targets[slot[key]])))
+                targets[slot[key]].append(t)
+            per_cont.append(ks)
+        where.append(per_cont)
+    keys = list(slot)
+    flat_slot = torch.tensor([k for k, ts in enumerate(targets) for _ in ts])
+    flat_tgt = torch.tensor([t for ts in targets for t in ts])
+    offsets = [0]
+    for ts in targets:
+        offsets.append(offsets[-1] + len(ts))
+    bidx = torch.tensor([b for b, _ in keys], device=hidden.device)
+    pidx = torch.tensor([p for _, p in keys], device=hidden.device)
+    lp, hit = _score_positions(head, softcap, hidden[bidx, pidx], flat_slot, flat_tgt)
+    out = []
+    for per_cont in where:
+        scores = []
+        for ks in per_cont:
+            idx = [offsets[k] + j for k, j in ks]
+            scores.append(ContScore(float(lp[idx].sum()), len(ks), bool(hit[idx].all())))
+        out.append(scores)
+    return out
+
+
+_PACKED_OK: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def packed_supported(model) -> bool:
+    """Whether this model scores packed rows as a plain forward does (checked once per model on a short row)."""
+    if model in _PACKED_OK:
+        return _PACKED_OK[model]
+    ok = False
+    parts = _parts(model)
+    if parts is not None:
+        try:
+            device = next(model.parameters()).device
+            vocab = parts[1].weight.shape[0]
+            ctx, conts = [1 % vocab, 7 % vocab, 3 % vocab], [[11 % vocab, 4 % vocab], [5 % vocab, 2 % vocab, 9 % vocab]]
+            got = _score_packed_batch(model, parts, [(ctx, conts)], device)[0]
+            fp32 = parts[1].weight.dtype in (torch.float32, torch.float64)
+            ok = True
+            for c, g in zip(conts, got):
+                logits = model(input_ids=torch.tensor([ctx + c], device=device)).logits[0].float()
+                want = torch.log_softmax(logits, -1)[torch.arange(len(ctx) - 1, len(ctx) + len(c) - 1), torch.tensor(c)]
+                ok = ok and abs(float(want.sum()) - g.logprob) <= (1e-3 if fp32 else 5e-2) * max(1.0, abs(g.logprob))
+        except Exception as exc:  # any model that rejects a custom mask or position ids: use the cached path
+            log.debug("packed scoring unsupported: %s", exc)
+            ok = False
+    if not ok:
+        log.info("%s: continuations scored on a cached context (packed rows unsupported)", type(model).__name__)
+    _PACKED_OK[model] = ok
+    return ok
+
+
+# ---------------------------------------------------------------------------------------------- cached context
+def _cache_kwarg(model) -> str:
+    """Name of the forward argument that takes a KV cache (transformers renamed past_key_values to cache)."""
+    try:
+        params = inspect.signature(model.forward).parameters
+    except (TypeError, ValueError):
+        return "past_key_values"
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _forward(model, **kwargs):
+    try:
+        return model(**kwargs)
+    except TypeError:  # a model without logits_to_keep: full logits
+        kwargs.pop("logits_to_keep", None)
+        return model(**kwargs)
+
+
+@torch.no_grad()
+def _score_cached_batch(model, batch: Sequence[Group], device: torch.device, cont_rows: int,
+                        max_tokens: int) -> list[list[ContScore]]:
+    pad = 0
+    ctxs = [ctx for ctx, _ in batch]
+    lens = torch.tensor([len(c) for c in ctxs])
+    lc = int(lens.max())
+    ids = torch.full((len(ctxs), lc), pad, dtype=torch.long)
+    mask = torch.zeros((len(ctxs), lc), dtype=torch.long)
+    for r, c in enumerate(ctxs):  # right padding: no query row is fully masked
+        ids[r, :len(c)] = torch.tensor(c)
+        mask[r, :len(c)] = 1
+    last = lens - 1
+    uniq, where = torch.unique(last, return_inverse=True)
+    out = _forward(model, input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True,
+                   logits_to_keep=uniq.to(device))
+    logits = out.logits
+    if logits.shape[1] == lc and len(uniq) != lc:  # the model ignored logits_to_keep
+        first_logits = logits[torch.arange(len(ctxs)), last.to(logits.device)]
+    else:
+        first_logits = logits[torch.arange(len(ctxs)), where.to(logits.device)]
+    first_lp = torch.log_softmax(first_logits.float(), dim=-1)
+    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    rows = [(r, c) for r, (_, conts) in enumerate(batch) for c in conts]
+    row_group = torch.tensor([r for r, _ in rows])
+    tails: dict[int, torch.Tensor] = {}  # row -> log-probs of its continuation tokens after the first
+    # Continuations longer than one token run on the cached context, in length-sorted chunks (little padding).
+    multi = sorted((r for r, (_, c) in enumerate(rows) if len(c) > 1), key=lambda r: -len(rows[r][1]))
+    chunks = [[multi[k] for k in run] for run in length_batches([len(rows[r][1]) for r in multi], cont_rows,
+                                                                 max_tokens)]
+    for chunk in chunks:
+        sub = copy.deepcopy(cache) if len(chunks) > 1 else cache
+        gidx = row_group[chunk]
+        sub.reorder_cache(gidx.to(device))
+        lt = len(rows[chunk[0]][1]) - 1
+        cids = torch.full((len(chunk), lt), pad, dtype=torch.long)
+        cmask = torch.zeros((len(chunk), lt), dtype=torch.long)
+        for k, r in enumerate(chunk):
+            c = rows[r][1]
+            cids[k, :len(c) - 1] = torch.tensor(c[:-1])
+            cmask[k, :len(c) - 1] = 1
+        full_mask = torch.cat([mask[gidx], cmask], dim=1)
+        pos = lens[gidx].unsqueeze(1) + torch.arange(lt).unsqueeze(0)
+        out2 = model(input_ids=cids.to(device), attention_mask=full_mask.to(device), position_ids=pos.to(device),
+                     use_cache=True, **{_cache_kwarg(model): sub})
+        lp = torch.log_softmax(out2.logits.float(), dim=-1)
+        for k, r in enumerate(chunk):
+            tails[r] = lp[k, :len(rows[r][1]) - 1]
+        del sub, out2, lp
+    del cache, out
+    scores: list[list[ContScore]] = [[] for _ in batch]
+    for r, (g, c) in enumerate(rows):
+        lp0 = first_lp[g]
+        total = float(lp0[c[0]])
+        greedy = bool(int(lp0.argmax()) == c[0])
+        if len(c) > 1:
+            lp = tails[r]
+            tgt = torch.tensor(c[1:], device=lp.device)
+            total += float(lp.gather(1, tgt.unsqueeze(1)).sum())
+            greedy = greedy and bool((lp.argmax(-1) == tgt).all())
+        scores[g].append(ContScore(total, len(c), greedy))
+    return scores
+
+
+# ---------------------------------------------------------------------------------------------- entry point
+@torch.no_grad()
+def loglikelihood_groups(model, groups: Sequence[Group], batch_size: int = 16, device: str | torch.device = "cpu",
+                         progress: bool = False, desc: str = "loglik", cont_rows: int = 16, max_tokens: int = 2048,
+                         packed: bool | None = None) -> list[list[ContScore]]:
+    """Score every continuation of every (context ids, [continuation ids]) group; results in input order.
+
+    Groups run longest first in batches of at most batch_size groups and max_tokens padded tokens. packed=None
+    uses packed rows where the model supports them (one forward per group, see the module docstring); False
+    forces the cached path, whose continuations run in chunks of at most cont_rows rows.
+    """
+    device = torch.device(device)
+    max_len = max_context(model)
+    prepared: list[tuple[list[int], list[list[int]]]] = []
+    for ctx, conts in groups:
+        conts = [list(c) for c in conts]
+        if not conts:
+            raise ValueError("a group needs at least one continuation")
+        if any(len(c) == 0 for c in conts):
+            raise CalmixError("an empty continuation cannot be scored: check the task's choices")
+        keep = max(1, max_len - max(len(c) for c in conts))
+        prepared.append((list(ctx)[-keep:], conts))
+    use_packed = packed_supported(model) if packed is None else packed
+    parts = _parts(model) if use_packed else None
+    if use_packed and parts is None:
+        raise CalmixError(f"{type(model).__name__} has no separate output head: score it with packed=False")
+    limit = packed_limit(model) if parts is not None else 0
+    row_len = [len(ctx) + sum(len(c) - 1 for c in conts) for ctx, conts in prepared]
+    packable = [i for i in range(len(prepared)) if row_len[i] <= limit]
+    rest = sorted(set(range(len(prepared))) - set(packable))
+    results: list[list[ContScore] | None] = [None] * len(prepared)
+    bar = tqdm(total=len(prepared), desc=desc, disable=None if progress else True, leave=False)
+    packable.sort(key=lambda i: -row_len[i])
+    for run in length_batches([row_len[i] for i in packable], batch_size, max_tokens):
+        idxs = [packable[k] for k in run]
+        for i, res in zip(idxs, _score_packed_batch(model, parts, [prepared[i] for i in idxs], device)):
+            results[i] = res
+        bar.update(len(idxs))
+    rest.sort(key=lambda i: (-len(prepared[i][0]), -max(len(c) for c in prepared[i][1])))
+    runs = length_batches([len(prepared[i][0]) for i in rest], batch_size, max_tokens)
+    if packed_limit(model) < max_len:  # a sliding window counts padding as tokens: batch equal contexts only
+        runs = [[k for k in run if len(prepared[rest[k]][0]) == n]
+                for run in runs for n in sorted({len(prepared[rest[k]][0]) for k in run}, reverse=True)]
+    for run in runs:
+        idxs = [rest[k] for k in run]
+        for i, res in zip(idxs, _score_cached_batch(model, [prepared[i] for i in idxs], device, cont_rows, max_tokens)):
+            results[i] = res
+        bar.update(len(idxs))
+    bar.close()
+    return results  # type: ignore[return-value]

@@ -1,0 +1,107 @@
+"""Packed-row log-likelihood: row layout, head scoring, and equality with a plain forward on every architecture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import transformers as tf
+
+from calmix.errors import CalmixError
+from calmix.evals.loglik import _score_positions, loglikelihood_groups, packed_row, packed_supported
+from tests.prune.test_architectures import ARCHS
+
+# Mixed context lengths, some longer than the sliding window (8) of the windowed architectures.
+GROUPS = [([5, 6, 7], [[8], [9, 10, 11], [12, 13]]), ([1], [[2, 3]]), ([4] * 12, [[1], [2, 9, 9, 9], [3]]),
+          ([3, 1, 4, 1, 5, 9, 2, 6, 5, 3], [[5], [8, 9]]), ([7, 7], [[100, 101, 102, 103, 104, 105, 106]])]
+
+
+def plain_logprob(model, ctx: list[int], cont: list[int]) -> float:
+    """Oracle: one forward of ctx+cont, log_softmax, sum over the continuation positions."""
+    with torch.no_grad():
+        lp = torch.log_softmax(model(input_ids=torch.tensor([ctx + cont])).logits[0].float(), dim=-1)
+    return sum(float(lp[len(ctx) - 1 + k, t]) for k, t in enumerate(cont))
+
+
+def test_packed_row_layout_by_hand():
+    ids, pos, allow, score_at = packed_row([5, 6, 7], [[8], [9, 10, 11]])
+    assert ids == [5, 6, 7, 9, 10]  # the last token of a continuation is only a target
+    assert pos == [0, 1, 2, 3, 4]
+    want = torch.tensor([[1, 0, 0, 0, 0],
+                         [1, 1, 0, 0, 0],
+                         [1, 1, 1, 0, 0],
+                         [1, 1, 1, 1, 0],
+                         [1, 1, 1, 1, 1]], dtype=torch.bool)
+    assert torch.equal(allow, want)
+    assert score_at == [[2], [2, 3, 4]]
+
+    ids, pos, allow, score_at = packed_row([1, 2], [[3, 4], [5, 6, 7]])
+    assert ids == [1, 2, 3, 5, 6] and pos == [0, 1, 2, 2, 3]  # both continuations start right after the context
+    assert allow[3].tolist() == [True, True, False, True, False]  # 2nd continuation does not see the 1st
+    assert allow[2].tolist() == [True, True, True, False, False]
+    assert score_at == [[1, 2], [1, 3, 4]]
+
+
+def test_score_positions_matches_log_softmax_in_any_chunking():
+    torch.manual_seed(0)
+    head = torch.nn.Linear(8, 11, bias=False)
+    hidden = torch.randn(3, 8)
+    slots, targets = torch.tensor([0, 0, 1, 2, 2]), torch.tensor([4, 7, 0, 10, 3])
+    lp_all = torch.log_softmax(head(hidden), dim=-1)
+    want = lp_all[slots, targets]
+    hits = lp_all.argmax(-1)[slots] == targets
+    for max_elems in (1, 11, 22, 1 << 20):  # one row per chunk .. all rows at once
+        lp, hit = _score_positions(head, None, hidden, slots, targets, max_elems=max_elems)
+        assert torch.allclose(lp, want, atol=1e-6)
+        assert torch.equal(hit, hits)
+    capped = torch.log_softmax(torch.tanh(head(hidden) / 2.0) * 2.0, dim=-1)[slots, targets]
+    assert torch.allclose(_score_positions(head, 2.0, hidden, slots, targets)[0], capped, atol=1e-6)
+
+
+@pytest.mark.parametrize("packed", [None, False])
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_every_architecture_matches_a_plain_forward(arch, packed):
+    torch.manual_seed(0)
+    model = ARCHS[arch]().eval()
+    if packed is None:
+        assert packed_supported(model)
+    res = loglikelihood_groups(model, GROUPS, batch_size=3, packed=packed)
+    for (ctx, conts), got in zip(GROUPS, res):
+        for cont, r in zip(conts, got):
+            assert r.ntokens == len(cont)
+            assert r.logprob == pytest.approx(plain_logprob(model, ctx, cont), abs=1e-4)
+
+
+class _MaskDroppingModel(tf.LlamaForCausalLM):
+    """A model whose decoder ignores custom 4D masks (as some attention kernels do)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        body_forward = self.model.forward
+
+        def forward(*args, attention_mask=None, **kwargs):
+            if attention_mask is not None and attention_mask.dim() == 4:
+                attention_mask = None
+            return body_forward(*args, attention_mask=attention_mask, **kwargs)
+
+        self.model.forward = forward
+
+
+def test_model_that_ignores_custom_masks_falls_back_to_cached_path():
+    torch.manual_seed(0)
+    model = _MaskDroppingModel(tf.LlamaConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2,
+                                              num_attention_heads=4, num_key_value_heads=2, intermediate_size=128,
+                                              max_position_embeddings=256)).eval()
+    assert not packed_supported(model)
+    wrong = loglikelihood_groups(model, GROUPS[:1], packed=True)[0]  # what forcing packed rows would give
+    assert any(abs(r.logprob - plain_logprob(model, GROUPS[0][0], c)) > 1e-3 for c, r in zip(GROUPS[0][1], wrong))
+    for (ctx, conts), got in zip(GROUPS, loglikelihood_groups(model, GROUPS, batch_size=2)):
+        for cont, r in zip(conts, got):
+            assert r.logprob == pytest.approx(plain_logprob(model, ctx, cont), abs=1e-4)
+
+
+def test_forcing_packed_rows_on_a_model_without_a_separate_head_is_a_clear_error():
+    class Whole(torch.nn.Module):
+        config = tf.LlamaConfig(vocab_size=16)
+
+    with pytest.raises(CalmixError, match="packed=False"):
+        loglikelihood_groups(Whole(), [([1], [[2]])], packed=True)
