@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
                 dense = _load_scores_file(dense_file)
             elif args.engine == "calmix":
                 dense = dense_scores(args.dense, suite=suite, limit=args.limit, seed=args.seed, tasks=tasks,
-                                     device=args.device, batch_size=args.batch_size, cache=not args.no_cache)
+                                     device=args.device, batch_size=args.batch_size, cache=not args.no_cache,
+                                     dtype=args.dtype)
             else:
                 dmodel, dtok = load_model(args.dense, device=args.device, dtype=args.dtype)
                 dense = _score(args.engine, dmodel, dtok, args, suite, tasks)

@@ -187,21 +187,24 @@ def _model_fingerprint(model_spec: str) -> str:
     return str(model_spec)
 
 
-def dense_cache_key(model_spec: str, suite: str, tasks: list[str] | None, limit: int | None, seed: int) -> str:
-    """Cache key of a dense evaluation: model spec/path, suite, tasks, limits, seed, calmix version."""
+def dense_cache_key(model_spec: str, suite: str, tasks: list[str] | None, limit: int | None, seed: int,
+                    dtype: str = "float32") -> str:
+    """Cache key of a dense evaluation: model spec/path, dtype, suite, tasks, limits, seed, calmix version."""
     import calmix
+    from calmix.models import resolve_dtype
 
     names = suite_tasks(suite, tasks)
     limits = {n: (limit if limit is not None else get_task(n).default_limit) for n in names}
     blob = json.dumps({"model": _model_fingerprint(model_spec), "suite": suite, "tasks": names, "limits": limits,
-                       "seed": seed, "version": calmix.__version__}, sort_keys=True)
+                       "seed": seed, "dtype": str(resolve_dtype(dtype)), "version": calmix.__version__}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
 def dense_scores(model_spec: str, model=None, tokenizer=None, suite: str = "small", limit: int | None = None,
                  seed: int = 0, tasks: list[str] | None = None, device: str = "cpu", batch_size: int = 16,
-                 progress: bool = True, cache: bool = True) -> EvalResult:
-    """Scores of the dense model, from the disk cache when present, else evaluated (loading the model if needed) and cached.
+                 progress: bool = True, cache: bool = True, dtype: str = "float32") -> EvalResult:
+    """Scores of the dense model in dtype, from the disk cache when present, else evaluated (loading the model if
+    needed) and cached.
 
     Results with failed tasks are returned but not cached.
     """
@@ -209,7 +212,7 @@ def dense_scores(model_spec: str, model=None, tokenizer=None, suite: str = "smal
     from calmix.runrecord import write_json_atomic
 
     get_suite(suite)
-    key = dense_cache_key(model_spec, suite, tasks, limit, seed)
+    key = dense_cache_key(model_spec, suite, tasks, limit, seed, dtype)
     path = cache_dir("dense") / f"{key}.json"
     if cache and path.is_file():
         try:
@@ -222,7 +225,7 @@ def dense_scores(model_spec: str, model=None, tokenizer=None, suite: str = "smal
     if model is None:
         from calmix.models import load_model
 
-        model, tokenizer = load_model(model_spec, device=device)
+        model, tokenizer = load_model(model_spec, device=device, dtype=dtype)
     result = evaluate(model, tokenizer, suite=suite, tasks=tasks, limit=limit, seed=seed, device=device,
                       batch_size=batch_size, progress=progress)
     if cache and not result.failed():

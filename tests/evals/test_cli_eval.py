@@ -60,6 +60,14 @@ def test_cli_eval_with_dense_cache(tiny_dir, tmp_path, monkeypatch, shared, caps
     assert main(args[:-4] + ["--dense", str(out), "--out", str(out2)]) == 0
     assert json.loads(out2.read_text())["retention"]["Total"] == pytest.approx(100.0)
 
+    # A bf16 run is compared with the dense model in bf16 too: its own cache entry, retention 100 % again.
+    out3 = tmp_path / "res" / "eval3.json"
+    assert main(args[:-2] + ["--dtype", "bfloat16", "--out", str(out3)]) == 0
+    assert len(list((tmp_path / "cache" / "dense").glob("*.json"))) == 2
+    bf16 = json.loads(out3.read_text())
+    assert bf16["retention"]["General"] == pytest.approx(100.0, abs=1e-6)
+    assert bf16["dense"]["dimensions"]["General"] != data["dense"]["dimensions"]["General"]
+
 
 def test_engine_lm_eval_wraps_adapter_results(tiny_dir, tmp_path, monkeypatch, capsys):
     """The CLI's lm-eval path: needs --tasks; maps the adapter's {task: {dimension, score, metrics}} into scores."""
