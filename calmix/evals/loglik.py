@@ -183,21 +183,25 @@ def packed_supported(model) -> bool:
         return _PACKED_OK[model]
     ok = False
     parts = _parts(model)
+    was_training = model.training
     if parts is not None:
+        model.eval()  # dropout would make any two forwards disagree
         try:
             device = next(model.parameters()).device
             vocab = parts[1].weight.shape[0]
             ctx, conts = [1 % vocab, 7 % vocab, 3 % vocab], [[11 % vocab, 4 % vocab], [5 % vocab, 2 % vocab, 9 % vocab]]
             got = _score_packed_batch(model, parts, [(ctx, conts)], device)[0]
-            fp32 = parts[1].weight.dtype in (torch.float32, torch.float64)
+            tol = 1e-3 if parts[1].weight.dtype in (torch.float32, torch.float64) else 5e-2
             ok = True
             for c, g in zip(conts, got):
-                logits = model(input_ids=torch.tensor([ctx + c], device=device)).logits[0].float()
-                want = torch.log_softmax(logits, -1)[torch.arange(len(ctx) - 1, len(ctx) + len(c) - 1), torch.tensor(c)]
-                ok = ok and abs(float(want.sum()) - g.logprob) <= (1e-3 if fp32 else 5e-2) * max(1.0, abs(g.logprob))
+                lp = torch.log_softmax(model(input_ids=torch.tensor([ctx + c], device=device)).logits[0].float(), -1)
+                want = float(sum(lp[len(ctx) - 1 + k, t] for k, t in enumerate(c)))
+                ok = ok and abs(want - g.logprob) <= tol * max(1.0, abs(g.logprob))
         except Exception as exc:  # any model that rejects a custom mask or position ids: use the cached path
             log.debug("packed scoring unsupported: %s", exc)
             ok = False
+        finally:
+            model.train(was_training)
     if not ok:
         log.info("%s: continuations scored on a cached context (packed rows unsupported)", type(model).__name__)
     _PACKED_OK[model] = ok

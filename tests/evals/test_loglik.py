@@ -105,3 +105,12 @@ def test_forcing_packed_rows_on_a_model_without_a_separate_head_is_a_clear_error
 
     with pytest.raises(CalmixError, match="packed=False"):
         loglikelihood_groups(Whole(), [([1], [[2]])], packed=True)
+
+
+def test_support_check_runs_without_dropout_and_restores_training_mode():
+    torch.manual_seed(0)
+    model = tf.OPTForCausalLM(tf.OPTConfig(vocab_size=128, hidden_size=64, num_hidden_layers=2, num_attention_heads=4,
+                                           ffn_dim=128, word_embed_proj_dim=64, max_position_embeddings=256,
+                                           dropout=0.5, attention_dropout=0.5)).train()
+    assert packed_supported(model)
+    assert model.training
