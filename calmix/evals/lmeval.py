@@ -166,7 +166,8 @@ def run_lm_eval(model, tokenizer, tasks: list[str], limit: int | None, device: s
         metrics = _parse_metrics(out["results"][name])
         head = _headline(name, metrics)
         dim, note = task_dimension(name)
-        entry = {"dimension": dim, "score": metrics.get(head) if head else None, "metric": head, "metrics": metrics}
+        entry = {"dimension": dim, "score": metrics.get(head) if head else None, "metric": head, "metrics": metrics,
+                 "n": (out.get("n-samples") or {}).get(name, {}).get("effective")}
         if note:
             entry["note"] = note
         if return_samples:

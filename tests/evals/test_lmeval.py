@@ -84,7 +84,7 @@ def test_run_lm_eval_matches_direct_computation(tiny_model, default_tokenizer, s
     }
     for name, items in docs.items():
         entry = res[name]
-        assert entry["dimension"] == "Commonsense" and entry["metric"] == "acc_norm"
+        assert entry["dimension"] == "Commonsense" and entry["metric"] == "acc_norm" and entry["n"] == n
         assert [s["doc_id"] for s in entry["samples"]] == list(range(n))
         acc = acc_norm = 0.0
         for (ctx, choices, gold), sample in zip(items, entry["samples"]):
