@@ -82,43 +82,47 @@ def packed_row(ctx: Sequence[int], conts: Sequence[Sequence[int]]) -> tuple[list
     return ids, pos, allow, score_at
 
 
+def _text_config(model):
+    """The config of the language model (the text part of a multimodal config)."""
+    cfg = model.config
+    return cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
+
+
 def _parts(model):
     """(decoder body returning hidden states, output head, final logit soft-cap or None), or None if not split."""
     body = getattr(model, "base_model", None)
     head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
     if body is None or body is model or head is None:
         return None
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    return body, head, getattr(cfg, "final_logit_softcapping", None)
+    return body, head, getattr(_text_config(model), "final_logit_softcapping", None)
 
 
 def packed_limit(model) -> int:
     """Longest packed row the model scores exactly: its sliding window when it has one (a custom mask replaces
     the window), else its position limit."""
-    cfg = model.config.get_text_config() if hasattr(model.config, "get_text_config") else model.config
-    window = getattr(cfg, "sliding_window", None)
+    window = getattr(_text_config(model), "sliding_window", None)
     limit = max_context(model)
     return min(limit, window) if isinstance(window, int) and window > 0 else limit
 
 
 def _score_positions(head, softcap, hidden: torch.Tensor, slots: torch.Tensor, targets: torch.Tensor,
                      max_elems: int = 1 << 26) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob of each target token under head(hidden[slot]) and whether it is that row's argmax; slots must be
-    sorted; the head runs once per hidden row, in chunks of at most max_elems logits."""
+    """Log-prob of each target token under head(hidden[slot]) and whether it is that row's argmax; the head runs
+    once per hidden row, in chunks of at most max_elems logits."""
     vocab = head.weight.shape[0]
     step = max(1, max_elems // vocab)
     slots, targets = slots.to(hidden.device), targets.to(hidden.device)
-    lps, hits = [], []
+    lp = torch.empty(len(slots), device=hidden.device)
+    hit = torch.empty(len(slots), dtype=torch.bool, device=hidden.device)
     for s in range(0, hidden.shape[0], step):
         logits = head(hidden[s:s + step]).float()
         if softcap:
             logits = torch.tanh(logits / softcap) * softcap
-        lse, best = torch.logsumexp(logits, dim=-1), logits.argmax(-1)
-        lo, hi = torch.searchsorted(slots, torch.tensor([s, s + step], device=slots.device)).tolist()
-        k, t = slots[lo:hi] - s, targets[lo:hi]
-        lps.append(logits[k, t] - lse[k])
-        hits.append(best[k] == t)
-    return torch.cat(lps).cpu(), torch.cat(hits).cpu()
+        sel = (slots >= s) & (slots < s + step)
+        k, t = slots[sel] - s, targets[sel]
+        lp[sel] = logits[k, t] - torch.logsumexp(logits, dim=-1)[k]
+        hit[sel] = logits.argmax(-1)[k] == t
+    return lp.cpu(), hit.cpu()
 
 
 @torch.no_grad()
@@ -137,40 +141,22 @@ def _score_packed_batch(model, parts, batch: Sequence[Group], device: torch.devi
     mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min).unsqueeze(1)
     hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
                   use_cache=False).last_hidden_state
-    # Each distinct (row, position) goes through the head once, however many continuations it scores.
+    # Targets in continuation order; each distinct (row, position) is one slot and goes through the head once,
+    # however many continuations it scores (the last context position scores every first token).
     slot: dict[tuple[int, int], int] = {}
-    where: list[list[list[int]]] = []
-    targets: list[list[int]] = []  # per slot: every target token asked of it
+    slots, targets, spans = [], [], []  # spans[b][j]: the targets of continuation j of row b
     for b, ((_, conts), (_, _, _, score_at)) in enumerate(zip(batch, rows)):
-        per_cont = []
+        spans.append([])
         for c, positions in zip(conts, score_at):
-            ks = []
+            start = len(targets)
             for p, t in zip(positions, c):
-                key = (b, p)
-                if key not in slot:
-                    slot[key] = len(slot)
-                    targets.append([])
-                ks.append((slot[key], len(targets[slot[key]])))
-                targets[slot[key]].append(t)
-            per_cont.append(ks)
-        where.append(per_cont)
-    keys = list(slot)
-    flat_slot = torch.tensor([k for k, ts in enumerate(targets) for _ in ts])
-    flat_tgt = torch.tensor([t for ts in targets for t in ts])
-    offsets = [0]
-    for ts in targets:
-        offsets.append(offsets[-1] + len(ts))
-    bidx = torch.tensor([b for b, _ in keys], device=hidden.device)
-    pidx = torch.tensor([p for _, p in keys], device=hidden.device)
-    lp, hit = _score_positions(head, softcap, hidden[bidx, pidx], flat_slot, flat_tgt)
-    out = []
-    for per_cont in where:
-        scores = []
-        for ks in per_cont:
-            idx = [offsets[k] + j for k, j in ks]
-            scores.append(ContScore(float(lp[idx].sum()), len(ks), bool(hit[idx].all())))
-        out.append(scores)
-    return out
+                slots.append(slot.setdefault((b, p), len(slot)))
+                targets.append(t)
+            spans[-1].append((start, len(targets)))
+    bidx = torch.tensor([b for b, _ in slot], device=hidden.device)
+    pidx = torch.tensor([p for _, p in slot], device=hidden.device)
+    lp, hit = _score_positions(head, softcap, hidden[bidx, pidx], torch.tensor(slots), torch.tensor(targets))
+    return [[ContScore(float(lp[a:e].sum()), e - a, bool(hit[a:e].all())) for a, e in row] for row in spans]
 
 
 _PACKED_OK: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
@@ -316,7 +302,8 @@ def loglikelihood_groups(model, groups: Sequence[Group], batch_size: int = 16, d
     parts = _parts(model) if use_packed else None
     if use_packed and parts is None:
         raise CalmixError(f"{type(model).__name__} has no separate output head: score it with packed=False")
-    limit = packed_limit(model) if parts is not None else 0
+    window = packed_limit(model)  # below max_len only for a sliding window
+    limit = window if parts is not None else 0
     row_len = [len(ctx) + sum(len(c) - 1 for c in conts) for ctx, conts in prepared]
     packable = [i for i in range(len(prepared)) if row_len[i] <= limit]
     rest = sorted(set(range(len(prepared))) - set(packable))
@@ -330,7 +317,7 @@ def loglikelihood_groups(model, groups: Sequence[Group], batch_size: int = 16, d
         bar.update(len(idxs))
     rest.sort(key=lambda i: (-len(prepared[i][0]), -max(len(c) for c in prepared[i][1])))
     runs = length_batches([len(prepared[i][0]) for i in rest], batch_size, max_tokens)
-    if packed_limit(model) < max_len:  # a sliding window counts padding as tokens: batch equal contexts only
+    if window < max_len:  # a sliding window counts padding as tokens: batch equal contexts only
         runs = [[k for k in run if len(prepared[rest[k]][0]) == n]
                 for run in runs for n in sorted({len(prepared[rest[k]][0]) for k in run}, reverse=True)]
     for run in runs:

@@ -10,7 +10,7 @@ import torch
 from tqdm.auto import tqdm
 
 from calmix.errors import CalmixError
-from calmix.evals.loglik import ContScore, length_batches, loglikelihood_groups, max_context  # noqa: F401 (re-exported)
+from calmix.evals.loglik import ContScore, loglikelihood_groups, max_context
 
 
 # ---------------------------------------------------------------------------------------------- tokenisation

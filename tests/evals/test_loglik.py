@@ -53,6 +53,9 @@ def test_score_positions_matches_log_softmax_in_any_chunking():
         lp, hit = _score_positions(head, None, hidden, slots, targets, max_elems=max_elems)
         assert torch.allclose(lp, want, atol=1e-6)
         assert torch.equal(hit, hits)
+    order = torch.tensor([3, 0, 2, 4, 1])  # targets in any slot order
+    lp, hit = _score_positions(head, None, hidden, slots[order], targets[order], max_elems=11)
+    assert torch.allclose(lp, want[order], atol=1e-6) and torch.equal(hit, hits[order])
     capped = torch.log_softmax(torch.tanh(head(hidden) / 2.0) * 2.0, dim=-1)[slots, targets]
     assert torch.allclose(_score_positions(head, 2.0, hidden, slots, targets)[0], capped, atol=1e-6)
 
