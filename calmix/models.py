@@ -183,6 +183,27 @@ def decoder_layers_name(model: nn.Module) -> str:
     raise AssertionError("unreachable")
 
 
+TINY_SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
+def tiny_tokenizer():
+    """A byte-level tokenizer built in-process (3 special tokens + 256 bytes, no merges) for tests and demos.
+
+    Its special ids mirror the default model's (BOS <|im_start|> = 1, EOS = pad = <|im_end|> = 2), and like it the
+    tokenizer adds no BOS itself."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {tok: i for i, tok in enumerate(TINY_SPECIALS)}
+    vocab.update({ch: len(TINY_SPECIALS) + i for i, ch in enumerate(sorted(alphabet))})
+    core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=TINY_SPECIALS[1], eos_token=TINY_SPECIALS[2],
+                                   pad_token=TINY_SPECIALS[2], additional_special_tokens=[TINY_SPECIALS[0]])
+
+
 def tiny_llama(vocab_size: int = 256, hidden: int = 64, layers: int = 2, heads: int = 4, kv_heads: int = 2,
                intermediate: int = 128, seed: int = 0) -> nn.Module:
     """A tiny random LLaMA-style causal LM for tests, built in-process (no download)."""

@@ -1,4 +1,4 @@
-"""Shared fixtures: the default tokenizer, a tiny in-process LLaMA, the real default model (slow)."""
+"""Shared fixtures: a tiny in-process tokenizer and LLaMA, the real default model and tokenizer (slow), the data root."""
 
 from __future__ import annotations
 
@@ -38,24 +38,32 @@ def default_model():
     return load_model("default")
 
 
+@pytest.fixture(scope="session")
+def tiny_tokenizer():
+    """A byte-level tokenizer built in-process (no package needed), special ids like the default model's."""
+    from calmix.models import tiny_tokenizer as build
+
+    return build()
+
+
 @pytest.fixture()
-def tiny_model(default_tokenizer):
-    """A fresh tiny random LLaMA (2 layers, d=64) whose vocabulary matches the default tokenizer."""
+def tiny_model(tiny_tokenizer):
+    """A fresh tiny random LLaMA (2 layers, d=64) whose vocabulary matches tiny_tokenizer."""
     from calmix.models import tiny_llama
 
-    model = tiny_llama(vocab_size=len(default_tokenizer), seed=0)
-    model.config.eos_token_id = default_tokenizer.eos_token_id
-    model.config.bos_token_id = default_tokenizer.bos_token_id
-    model.config.pad_token_id = default_tokenizer.pad_token_id
+    model = tiny_llama(vocab_size=len(tiny_tokenizer), seed=0)
+    model.config.eos_token_id = tiny_tokenizer.eos_token_id
+    model.config.bos_token_id = tiny_tokenizer.bos_token_id
+    model.config.pad_token_id = tiny_tokenizer.pad_token_id
     return model
 
 
 @pytest.fixture()
-def tiny_dir(tmp_path, tiny_model, default_tokenizer):
-    """The tiny model saved with the default tokenizer, as a user's local model folder."""
+def tiny_dir(tmp_path, tiny_model, tiny_tokenizer):
+    """The tiny model saved with its tokenizer, as a user's local model folder."""
     path = tmp_path / "tiny"
     tiny_model.save_pretrained(path)
-    default_tokenizer.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
     return path
 
 
