@@ -17,7 +17,7 @@ import torch
 from calmix.calib.calibset import CalibSet
 from calmix.calib.generated.common import (GENERATORS, decode, join_eos, model_name, no_tokens_error, seconds_card,
                                            subseed)
-from calmix.calib.generated.params import check_fraction, check_positive, check_schedule, parse_params
+from calmix.calib.generated.params import check_fraction, check_positive, check_schedule, parse_generator_params
 from calmix.calib.generated.sampling import TEMPERATURE_RULE, TempSchedule, generate
 from calmix.calib.metrics import agg4_pooled, ngrams, sample_metrics
 from calmix.errors import CalmixError
@@ -194,9 +194,8 @@ def _summary(values: list[float]) -> dict:
 def igsp_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device: str | torch.device = "cpu",
              params: dict | None = None) -> CalibSet:
     """IGSP: self-generate a pool in several modes, score, drop degenerate, balance perplexity, greedy-pick, pack."""
-    p = parse_params(IGSPParams, params, "igsp")
-    gen_len = p.gen_len or seqlen
-    p.gen_len = gen_len
+    p = parse_generator_params(IGSPParams, params, "igsp", seqlen)
+    gen_len = p.gen_len
     min_tokens = p.min_tokens if p.min_tokens is not None else max(2, gen_len // 4)
     t0 = time.perf_counter()
     bos, eos = start_token(tokenizer, model), join_token(tokenizer, model)

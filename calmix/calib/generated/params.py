@@ -48,6 +48,13 @@ def parse_params(cls, params: dict | None, kind: str):
     return obj
 
 
+def parse_generator_params(cls, params: dict | None, kind: str, seqlen: int):
+    """parse_params for a generator whose `gen_len` (tokens per generation) defaults to the window length seqlen."""
+    p = parse_params(cls, params, kind)
+    p.gen_len = p.gen_len or seqlen
+    return p
+
+
 def check_positive(kind: str, **values) -> None:
     """Each given value (None = unset) must be > 0."""
     for k, v in values.items():

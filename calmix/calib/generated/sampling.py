@@ -1,4 +1,4 @@
-"""Batched sampling with a KV cache: temperature schedule, top-k / nucleus filter, repetition penalty, inverse-CDF draws."""
+"""Batched sampling with a KV cache: temperature schedule, top-k / nucleus filter, repetition penalty, draws."""
 
 from __future__ import annotations
 
@@ -56,7 +56,7 @@ def apply_repetition_penalty(logits: torch.Tensor, seen: torch.Tensor, penalty: 
 
 
 def sample_rows(probs: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """One index per row of probs [rows, vocab] drawn by inverse CDF (one uniform per row; far cheaper than multinomial)."""
+    """One index per row of probs [rows, vocab] by inverse CDF (one uniform per row; far cheaper than multinomial)."""
     cdf = probs.double().cumsum(-1)
     u = torch.rand((probs.shape[0], 1), generator=gen, device=probs.device, dtype=torch.float64) * cdf[:, -1:]
     idx = torch.searchsorted(cdf, u, right=True).squeeze(-1)

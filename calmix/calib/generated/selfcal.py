@@ -12,7 +12,7 @@ import torch
 from calmix.calib.calibset import CalibSet
 from calmix.calib.generated.common import (GENERATORS, decode, join_eos, model_name, no_tokens_error, seconds_card,
                                            stopword_token_ids, subseed)
-from calmix.calib.generated.params import check_positive, check_schedule, parse_params
+from calmix.calib.generated.params import check_positive, check_schedule, parse_generator_params
 from calmix.calib.generated.sampling import TEMPERATURE_RULE, TempSchedule, generate
 from calmix.errors import CalmixError
 from calmix.lm import join_token, start_token
@@ -44,9 +44,8 @@ class SelfCalParams:
 def selfcal_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device: str | torch.device = "cpu",
                 params: dict | None = None) -> CalibSet:
     """Self-Cal: sample from BOS with a temperature schedule, join generations with EOS, cut nsamples x seqlen."""
-    p = parse_params(SelfCalParams, params, "selfcal")
-    gen_len = p.gen_len or seqlen
-    p.gen_len = gen_len
+    p = parse_generator_params(SelfCalParams, params, "selfcal", seqlen)
+    gen_len = p.gen_len
     t0 = time.perf_counter()
     bos, eos = start_token(tokenizer, model), join_token(tokenizer, model)
     first = stopword_token_ids(tokenizer) if p.stopword_first else None

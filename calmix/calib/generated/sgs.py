@@ -14,7 +14,7 @@ import torch
 
 from calmix.calib.calibset import CalibSet
 from calmix.calib.generated.common import GENERATORS, decode, join_eos, model_name, no_tokens_error, seconds_card
-from calmix.calib.generated.params import check_fraction, check_positive, parse_params
+from calmix.calib.generated.params import check_fraction, check_positive, parse_generator_params
 from calmix.calib.generated.sampling import generate
 from calmix.calib.sources import get_source
 from calmix.errors import CalmixError
@@ -98,9 +98,8 @@ def draw_prefixes(tokenizer, docs: Sequence[str], prefix_len: int, ngen: int, se
 def sgs_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device: str | torch.device = "cpu",
             params: dict | None = None, prefix_docs: Sequence[str] | None = None) -> CalibSet:
     """SGS: continue 2-token document prefixes, drop the highest-perplexity generations, draw random windows."""
-    p = parse_params(SGSParams, params, "sgs")
-    gen_len = p.gen_len or seqlen
-    p.gen_len = gen_len
+    p = parse_generator_params(SGSParams, params, "sgs", seqlen)
+    gen_len = p.gen_len
     t0 = time.perf_counter()
     if prefix_docs is None:
         source_name, prefix_docs = sgs_prefix_documents(p.source)

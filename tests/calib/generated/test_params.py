@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import pytest
 
 from calmix.calib.generated import generate_set
-from calmix.calib.generated.params import check_fraction, check_positive, check_schedule, convert, parse_params
+from calmix.calib.generated.params import (check_fraction, check_positive, check_schedule, convert,
+                                           parse_generator_params, parse_params)
 from calmix.calib.generated.selfcal import SelfCalParams
 from calmix.errors import CalmixError
 
@@ -23,6 +24,13 @@ def test_params_parsing_and_errors():
         parse_params(SelfCalParams, {"top_p": "0"}, "selfcal")
     with pytest.raises(CalmixError, match="unknown self-generated set"):
         generate_set("nope", None, None, 1, 8)
+
+
+def test_gen_len_defaults_to_the_window_length():
+    assert parse_generator_params(SelfCalParams, None, "selfcal", 16).gen_len == 16
+    assert parse_generator_params(SelfCalParams, {"gen_len": "5"}, "selfcal", 16).gen_len == 5
+    with pytest.raises(CalmixError, match="gen_len must be > 0"):
+        parse_generator_params(SelfCalParams, {"gen_len": "0"}, "selfcal", 16)
 
 
 def test_convert_by_annotation():
