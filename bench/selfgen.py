@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from calmix.calib.metrics import set_metrics  # noqa: E402
-from calmix.calib.selfgen import bos_id, generate, generate_set  # noqa: E402
-from calmix.models import load_model  # noqa: E402
-from calmix.runrecord import peak_rss_mb, write_json_atomic  # noqa: E402
+from calmix.calib.generated import GENERATORS, generate_set
+from calmix.calib.generated.sampling import generate
+from calmix.calib.metrics import set_metrics
+from calmix.lm import start_token
+from calmix.models import load_model
+from calmix.runrecord import peak_rss_mb, write_json_atomic
 
 
 def main() -> int:
@@ -34,7 +32,7 @@ def main() -> int:
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--nsamples", type=int, default=32)
     ap.add_argument("--seqlen", type=int, default=512)
-    ap.add_argument("--kinds", default="selfcal,sgs,igsp")
+    ap.add_argument("--kinds", default=",".join(GENERATORS.names()))
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
@@ -44,7 +42,7 @@ def main() -> int:
     info = {"model": args.model, "device": args.device, "threads": torch.get_num_threads(),
             "loadavg_start": os.getloadavg(), "throughput": [], "sets": []}
     sizes = [int(b) for b in args.batch_sizes.split(",") if b]
-    bos = bos_id(tok, model)
+    bos = start_token(tok, model)
     print(f"model {args.model} on {args.device}, {torch.get_num_threads()} threads, load avg {os.getloadavg()[0]:.1f}")
     for b in sizes:
         t0, c0 = time.perf_counter(), time.process_time()

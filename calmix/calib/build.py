@@ -14,12 +14,13 @@ import torch
 from tqdm.auto import tqdm
 
 from calmix.calib.calibset import CalibSet
+from calmix.calib.generated import GENERATORS, generate_set
 from calmix.calib.sources import SOURCES, HubRef, Source, get_source
 from calmix.errors import CalmixError
 
 BUILD_VERSION = 1  # bump when the window-drawing convention changes (invalidates the cache)
 TOKEN_BUDGET_FACTOR = 4  # tokenize documents until the stream holds this many times the requested tokens
-GEN_KINDS = ("selfcal", "sgs", "igsp")
+GEN_KINDS = tuple(GENERATORS.names())
 DOC_EXTS = (".txt", ".jsonl", ".json", ".parquet", ".gz")
 
 # Presets: one capability slot per dimension, each a preference list (first available wins).
@@ -323,8 +324,6 @@ def _build_docs_part(part: SpecPart, tokenizer, count: int, seqlen: int, seed: i
 def _build_gen_part(part: SpecPart, model, tokenizer, count: int, seqlen: int, seed: int, device) -> _Built:
     if model is None:
         raise CalmixError(f"{part.name} generates its calibration data with the model: it needs --model")
-    from calmix.calib.selfgen import generate_set
-
     got = generate_set(part.name, model, tokenizer, count, seqlen, seed=seed, device=device, params=dict(part.params))
     if got is None or not isinstance(got, CalibSet) or got.nsamples == 0:
         raise CalmixError(f"{part.name} generation returned nothing: check the model and its parameters")

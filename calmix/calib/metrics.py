@@ -9,10 +9,10 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from calmix.calib.calibset import CalibSet
 from calmix.errors import CalmixError
+from calmix.lm import perplexities
 
 DEFINITIONS = {
     "ntokens": "number of real (attention_mask=1) tokens",
@@ -111,56 +111,6 @@ def compression_ratio(text: str) -> float:
     if not raw:
         return float("nan")
     return len(raw) / len(zlib.compress(raw, 9))
-
-
-def _model_vocab(model) -> int | None:
-    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
-    if head is not None and hasattr(head, "out_features"):
-        return int(head.out_features)
-    return getattr(getattr(model, "config", None), "vocab_size", None)
-
-
-def token_nll(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, batch_size: int = 8,
-              device: str | torch.device = "cpu", progress: bool = True,
-              max_logit_bytes: int = 2**30) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-row (sum of next-token NLL in nats, number of predicted tokens); a target counts if it and its context
-    token are both real (mask 1)."""
-    if input_ids.dim() != 2:
-        raise CalmixError(f"token_nll needs 2-D input_ids [n, L], got shape {tuple(input_ids.shape)}")
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    n = input_ids.shape[0]
-    sums = torch.zeros(n, dtype=torch.float64)
-    counts = torch.zeros(n, dtype=torch.long)
-    model_device = torch.device(device)
-    # cap the rows per forward so the [rows, L, vocab] fp32 logits stay under max_logit_bytes
-    vocab = _model_vocab(model)
-    if vocab:
-        batch_size = max(1, min(batch_size, max_logit_bytes // (4 * vocab * input_ids.shape[1])))
-    starts = range(0, n, max(1, batch_size))
-    with torch.inference_mode():
-        for s in tqdm(starts, desc="perplexity", unit="batch", disable=None if progress else True, leave=False):
-            ids = input_ids[s:s + batch_size].to(model_device)
-            mask = attention_mask[s:s + batch_size].to(model_device).long()
-            pos = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False).logits.float()
-            nll = torch.nn.functional.cross_entropy(logits[:, :-1].transpose(1, 2), ids[:, 1:], reduction="none")
-            valid = (mask[:, 1:] * mask[:, :-1]).bool()
-            sums[s:s + batch_size] = (nll * valid).sum(-1).double().cpu()
-            counts[s:s + batch_size] = valid.sum(-1).cpu()
-    return sums, counts
-
-
-def perplexities(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, batch_size: int = 8,
-                 device: str | torch.device = "cpu", progress: bool = True) -> dict:
-    """Per-sample perplexities plus the token-pooled and the per-sample-mean set perplexity."""
-    sums, counts = token_nll(model, input_ids, attention_mask, batch_size, device, progress)
-    per = [math.exp(s / c) if c > 0 else float("nan") for s, c in zip(sums.tolist(), counts.tolist())]
-    total = int(counts.sum())
-    pooled = math.exp(float(sums.sum()) / total) if total else float("nan")
-    finite = [p for p in per if not math.isnan(p)]
-    return {"per_sample": per, "ppl": pooled, "ppl_mean": float(np.mean(finite)) if finite else float("nan"),
-            "nll_sum": sums.tolist(), "count": counts.tolist()}
 
 
 def sample_metrics(ids: Sequence[int], vocab_size: int, text: str | None = None) -> dict:

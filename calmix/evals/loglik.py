@@ -20,6 +20,7 @@ import torch
 from tqdm.auto import tqdm
 
 from calmix.errors import CalmixError
+from calmix.lm import pad_rows
 
 log = logging.getLogger(__name__)
 
@@ -129,14 +130,12 @@ def _score_positions(head, softcap, hidden: torch.Tensor, slots: torch.Tensor, t
 def _score_packed_batch(model, parts, batch: Sequence[Group], device: torch.device) -> list[list[ContScore]]:
     body, head, softcap = parts
     rows = [packed_row(ctx, conts) for ctx, conts in batch]
-    width = max(len(r[0]) for r in rows)
     dtype = head.weight.dtype if head.weight.dtype.is_floating_point else torch.float32
-    ids = torch.zeros((len(rows), width), dtype=torch.long)
-    pos = torch.zeros((len(rows), width), dtype=torch.long)
+    ids, _ = pad_rows([r[0] for r in rows])
+    pos, _ = pad_rows([r[1] for r in rows])
+    width = ids.shape[1]
     allow = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1)  # padding attends to itself only
-    for b, (rid, rpos, rallow, _) in enumerate(rows):
-        ids[b, :len(rid)] = torch.tensor(rid)
-        pos[b, :len(rpos)] = torch.tensor(rpos)
+    for b, (rid, _, rallow, _) in enumerate(rows):
         allow[b, :len(rid), :len(rid)] = rallow
     mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min).unsqueeze(1)
     hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
@@ -215,15 +214,10 @@ def _forward(model, **kwargs):
 @torch.no_grad()
 def _score_cached_batch(model, batch: Sequence[Group], device: torch.device, cont_rows: int,
                         max_tokens: int) -> list[list[ContScore]]:
-    pad = 0
     ctxs = [ctx for ctx, _ in batch]
     lens = torch.tensor([len(c) for c in ctxs])
     lc = int(lens.max())
-    ids = torch.full((len(ctxs), lc), pad, dtype=torch.long)
-    mask = torch.zeros((len(ctxs), lc), dtype=torch.long)
-    for r, c in enumerate(ctxs):  # right padding: no query row is fully masked
-        ids[r, :len(c)] = torch.tensor(c)
-        mask[r, :len(c)] = 1
+    ids, mask = pad_rows(ctxs)  # right padding: no query row is fully masked
     last = lens - 1
     uniq, where = torch.unique(last, return_inverse=True)
     out = _forward(model, input_ids=ids.to(device), attention_mask=mask.to(device), use_cache=True,
@@ -247,12 +241,7 @@ def _score_cached_batch(model, batch: Sequence[Group], device: torch.device, con
         gidx = row_group[chunk]
         sub.reorder_cache(gidx.to(device))
         lt = len(rows[chunk[0]][1]) - 1
-        cids = torch.full((len(chunk), lt), pad, dtype=torch.long)
-        cmask = torch.zeros((len(chunk), lt), dtype=torch.long)
-        for k, r in enumerate(chunk):
-            c = rows[r][1]
-            cids[k, :len(c) - 1] = torch.tensor(c[:-1])
-            cmask[k, :len(c) - 1] = 1
+        cids, cmask = pad_rows([rows[r][1][:-1] for r in chunk], width=lt)
         full_mask = torch.cat([mask[gidx], cmask], dim=1)
         pos = lens[gidx].unsqueeze(1) + torch.arange(lt).unsqueeze(0)
         out2 = model(input_ids=cids.to(device), attention_mask=full_mask.to(device), position_ids=pos.to(device),

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
-import torch
-from tqdm.auto import tqdm
-
 from calmix.errors import CalmixError
+from calmix.lm import stream_perplexity as perplexity  # the name callers import
 from calmix.paths import shared_data
 
 WIKITEXT2_HUB = ("wikitext", "wikitext-2-raw-v1", "test")
@@ -52,30 +49,6 @@ def text_of(data: str) -> tuple[str, str]:
                 texts.append(rec.get("text", "") if isinstance(rec, dict) else str(rec))
         return "\n\n".join(texts), str(path)
     return path.read_text(encoding="utf-8"), str(path)
-
-
-@torch.no_grad()
-def perplexity(model, input_ids: torch.Tensor, seqlen: int, device: str | torch.device | None = None,
-               batch_size: int = 1, max_windows: int | None = None, progress: bool = True) -> dict:
-    """Perplexity over non-overlapping seqlen windows of a 1-D token stream (the tail is dropped)."""
-    ids = input_ids.reshape(-1)
-    nwin = ids.numel() // seqlen
-    if max_windows is not None:
-        nwin = min(nwin, max_windows)
-    if nwin == 0:
-        raise CalmixError(f"the text has {ids.numel()} tokens, fewer than one window of {seqlen}: lower --seqlen")
-    device = torch.device(device) if device is not None else next(model.parameters()).device
-    windows = ids[: nwin * seqlen].view(nwin, seqlen)
-    nll_sum, count = 0.0, 0
-    for i in tqdm(range(0, nwin, batch_size), desc="perplexity", unit="win", disable=not progress):
-        batch = windows[i:i + batch_size].to(device)
-        logits = model(input_ids=batch, use_cache=False).logits[:, :-1].float()
-        nll = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1),
-                                                reduction="sum")
-        nll_sum += float(nll)
-        count += batch[:, 1:].numel()
-    mean = nll_sum / count
-    return {"ppl": math.exp(mean), "nll": mean, "windows": nwin, "seqlen": seqlen, "tokens": count}
 
 
 def dataset_perplexity(model, tokenizer, data: str = "wikitext2", seqlen: int = 2048, device=None,

@@ -11,6 +11,7 @@ from tqdm.auto import tqdm
 
 from calmix.errors import CalmixError
 from calmix.evals.loglik import ContScore, loglikelihood_groups, max_context
+from calmix.lm import pad_rows, pad_token, start_token
 
 
 # ---------------------------------------------------------------------------------------------- tokenisation
@@ -26,21 +27,13 @@ def encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
-def prefix_token(tokenizer) -> int:
-    """Token that stands in for an empty context (BOS, else EOS), as lm-eval does."""
-    for tid in (getattr(tokenizer, "bos_token_id", None), getattr(tokenizer, "eos_token_id", None)):
-        if tid is not None:
-            return int(tid)
-    raise CalmixError("the tokenizer has neither a BOS nor an EOS token: cannot score text without a context")
-
-
 def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
     """Context and continuation ids; trailing spaces of the context move to the continuation (as lm-eval)."""
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         continuation = context[-n_spaces:] + continuation
         context = context[:-n_spaces]
-    ctx = encode(tokenizer, context) if context else [prefix_token(tokenizer)]
+    ctx = encode(tokenizer, context) if context else [start_token(tokenizer)]  # BOS, else EOS, as lm-eval
     return ctx, encode(tokenizer, continuation)
 
 
@@ -136,22 +129,18 @@ def generate_greedy(model, tokenizer, prompts: Sequence[str], stop: Sequence[str
     """Greedy completions of prompts, batched with left padding (length-sorted), cut at the first stop sequence."""
     require_tokenizer(tokenizer)
     device = torch.device(device)
-    enc = [encode(tokenizer, p) or [prefix_token(tokenizer)] for p in prompts]
+    enc = [encode(tokenizer, p) or [start_token(tokenizer)] for p in prompts]
     max_len = max_context(model)
     enc = [e[-max(1, max_len - max_new_tokens):] for e in enc]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else prefix_token(tokenizer)
+    pad = pad_token(tokenizer, start_token(tokenizer))
     eos = getattr(tokenizer, "eos_token_id", None)
     order = sorted(range(len(enc)), key=lambda i: -len(enc[i]))
     outs: list[str] = [""] * len(enc)
     bar = tqdm(total=len(enc), desc=desc, disable=None if progress else True, leave=False)
     for start in range(0, len(order), batch_size):
         idxs = order[start:start + batch_size]
-        width = max(len(enc[i]) for i in idxs)
-        ids = torch.full((len(idxs), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(idxs), width), dtype=torch.long)
-        for r, i in enumerate(idxs):
-            ids[r, width - len(enc[i]):] = torch.tensor(enc[i])
-            mask[r, width - len(enc[i]):] = 1
+        ids, mask = pad_rows([enc[i] for i in idxs], pad, left=True)
+        width = ids.shape[1]
         kwargs = dict(max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad, eos_token_id=eos,
                       num_beams=1, use_cache=True)
         if stop:

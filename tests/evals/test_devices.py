@@ -26,8 +26,8 @@ def test_loglikelihoods_agree_on_cpu_and_cuda(tiny_model, packed):
             assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
 
 
-def test_greedy_generations_agree_on_cpu_and_cuda(tiny_model, default_tokenizer):
+def test_greedy_generations_agree_on_cpu_and_cuda(tiny_model, tiny_tokenizer):
     prompts = ["def f(x):\n    return", "Once upon a time, in a land far away, there", "1 + 1 ="]
-    cpu = generate_greedy(tiny_model, default_tokenizer, prompts, max_new_tokens=8, batch_size=3)
+    cpu = generate_greedy(tiny_model, tiny_tokenizer, prompts, max_new_tokens=8, batch_size=3)
     gpu_model = copy.deepcopy(tiny_model).to("cuda")
-    assert generate_greedy(gpu_model, default_tokenizer, prompts, max_new_tokens=8, batch_size=3, device="cuda") == cpu
+    assert generate_greedy(gpu_model, tiny_tokenizer, prompts, max_new_tokens=8, batch_size=3, device="cuda") == cpu

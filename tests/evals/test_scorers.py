@@ -21,7 +21,18 @@ PAIRS = [
     ("Hello", " world and everyone in it, said the long continuation"),
     ("", "Some text without any context."),
     ("A much longer context that goes on and on about many things, so that lengths differ a lot", " x"),
+    ("Answer: ", "yes"),
 ]
+# The same pairs split by hand as lm-eval splits them: trailing context whitespace opens the continuation.
+SPLIT = {("Answer: ", "yes"): ("Answer:", " yes"), ("def add(a, b):\n", "    return a + b\n"):
+         ("def add(a, b):", "\n    return a + b\n")}
+
+
+def oracle_ids(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
+    """Token ids of a pair from the hand split above; an empty context is the BOS token alone."""
+    context, continuation = SPLIT.get((context, continuation), (context, continuation))
+    ctx = tokenizer.encode(context, add_special_tokens=False) if context else [tokenizer.bos_token_id]
+    return ctx, tokenizer.encode(continuation, add_special_tokens=False)
 
 
 def manual_logprob(model, ctx: list[int], cont: list[int]) -> tuple[float, bool]:
@@ -37,10 +48,10 @@ def manual_logprob(model, ctx: list[int], cont: list[int]) -> tuple[float, bool]
     return total, greedy
 
 
-def test_loglikelihood_equals_manual_log_softmax_sum(tiny_model, default_tokenizer):
-    res = loglikelihood(tiny_model, default_tokenizer, PAIRS, batch_size=4)
+def test_loglikelihood_equals_manual_log_softmax_sum(tiny_model, tiny_tokenizer):
+    res = loglikelihood(tiny_model, tiny_tokenizer, PAIRS, batch_size=4)
     for (c, t), r in zip(PAIRS, res):
-        ctx, cont = encode_pair(default_tokenizer, c, t)
+        ctx, cont = oracle_ids(tiny_tokenizer, c, t)
         want, greedy = manual_logprob(tiny_model, ctx, cont)
         assert r.ntokens == len(cont)
         assert r.logprob == pytest.approx(want, abs=1e-4)
@@ -48,9 +59,9 @@ def test_loglikelihood_equals_manual_log_softmax_sum(tiny_model, default_tokeniz
 
 
 @pytest.mark.parametrize("batch_size", [1, 2, 16])
-def test_batching_and_length_sorting_match_one_by_one(tiny_model, default_tokenizer, batch_size):
-    one = [loglikelihood(tiny_model, default_tokenizer, [p], batch_size=1)[0].logprob for p in PAIRS]
-    many = [r.logprob for r in loglikelihood(tiny_model, default_tokenizer, PAIRS, batch_size=batch_size)]
+def test_batching_and_length_sorting_match_one_by_one(tiny_model, tiny_tokenizer, batch_size):
+    one = [loglikelihood(tiny_model, tiny_tokenizer, [p], batch_size=1)[0].logprob for p in PAIRS]
+    many = [r.logprob for r in loglikelihood(tiny_model, tiny_tokenizer, PAIRS, batch_size=batch_size)]
     assert many == pytest.approx(one, abs=1e-4)
 
 
@@ -70,20 +81,25 @@ def test_trailing_context_space_moves_to_continuation(default_tokenizer):
     assert default_tokenizer.decode(cont) == " yes"
 
 
+def test_encode_pair_matches_the_hand_split(tiny_tokenizer):
+    for c, t in [*PAIRS, *SPLIT]:
+        assert encode_pair(tiny_tokenizer, c, t) == oracle_ids(tiny_tokenizer, c, t)
+
+
 def test_mc_predictions_acc_and_acc_norm_by_characters():
     # raw: choice 0 wins (-10 > -12); per character: -10/5 = -2 < -12/12 = -1, so choice 1 wins.
     assert mc_predictions([-10.0, -12.0], [5, 12]) == (0, 1)
     assert mc_predictions([-3.0, -3.0, -9.0], [1, 1, 1]) == (0, 0)  # ties go to the first choice
 
 
-def test_score_mc_items_matches_manual(tiny_model, default_tokenizer):
+def test_score_mc_items_matches_manual(tiny_model, tiny_tokenizer):
     item = {"contexts": ["Q: sky colour?\nA:"] * 3, "continuations": [" blue", " green grass", " red"],
             "norm_lens": [4, 11, 3], "gold": 1}
     wino = {"contexts": ["Sarah helped Maria so Sarah", "Sarah helped Maria so Maria"],
             "continuations": [" was thanked.", " was thanked."], "norm_lens": [12, 12], "gold": 0}
-    res = score_mc_items(tiny_model, default_tokenizer, [item, wino], batch_size=2)
+    res = score_mc_items(tiny_model, tiny_tokenizer, [item, wino], batch_size=2)
     for it, r in zip([item, wino], res):
-        lps = [manual_logprob(tiny_model, *encode_pair(default_tokenizer, c, t))[0]
+        lps = [manual_logprob(tiny_model, *oracle_ids(tiny_tokenizer, c, t))[0]
                for c, t in zip(it["contexts"], it["continuations"])]
         assert r["logprobs"] == pytest.approx(lps, abs=1e-4)
         pred = max(range(len(lps)), key=lambda j: lps[j])
@@ -92,13 +108,13 @@ def test_score_mc_items_matches_manual(tiny_model, default_tokenizer):
         assert r["chance"] == pytest.approx(1 / len(lps))
 
 
-def test_probe_nll_is_reference_tokens_only(tiny_model, default_tokenizer):
+def test_probe_nll_is_reference_tokens_only(tiny_model, tiny_tokenizer):
     items = [{"context": "def add(a, b):\n", "reference": "    return a + b\n"},
              {"context": "", "reference": "Paris is the capital of France."}]
-    res = score_probe_items(tiny_model, default_tokenizer, items, batch_size=2)
+    res = score_probe_items(tiny_model, tiny_tokenizer, items, batch_size=2)
     total_nll, total_tok = 0.0, 0
     for it, r in zip(items, res):
-        ctx, cont = encode_pair(default_tokenizer, it["context"], it["reference"])
+        ctx, cont = oracle_ids(tiny_tokenizer, it["context"], it["reference"])
         assert r["ntokens"] == len(cont)
         assert r["nll"] == pytest.approx(-manual_logprob(tiny_model, ctx, cont)[0], abs=1e-4)
         total_nll += r["nll"]
@@ -123,15 +139,15 @@ def manual_greedy(model, ids: list[int], n: int) -> list[int]:
     return out[len(ids):]
 
 
-def test_generate_greedy_batched_left_padding_matches_manual_loop(tiny_model, default_tokenizer):
+def test_generate_greedy_batched_left_padding_matches_manual_loop(tiny_model, tiny_tokenizer):
     prompts = ["def f(x):\n    return", "Once upon a time, in a land far away, there", "1 + 1 ="]
-    got = generate_greedy(tiny_model, default_tokenizer, prompts, max_new_tokens=6, batch_size=3)
+    got = generate_greedy(tiny_model, tiny_tokenizer, prompts, max_new_tokens=6, batch_size=3)
     for p, g in zip(prompts, got):
-        toks = manual_greedy(tiny_model, default_tokenizer.encode(p, add_special_tokens=False), 6)
-        eos = default_tokenizer.eos_token_id
+        toks = manual_greedy(tiny_model, tiny_tokenizer.encode(p, add_special_tokens=False), 6)
+        eos = tiny_tokenizer.eos_token_id
         if eos in toks:
             toks = toks[:toks.index(eos)]
-        assert g == default_tokenizer.decode(toks, skip_special_tokens=True)
+        assert g == tiny_tokenizer.decode(toks, skip_special_tokens=True)
 
 
 def test_generation_stops_at_stop_sequences():
@@ -139,7 +155,7 @@ def test_generation_stops_at_stop_sequences():
     assert scorers.cut_at_stop("no stop here", ["Question:"]) == "no stop here"
 
 
-def test_missing_tokenizer_and_empty_continuation_are_clear_errors(tiny_model, default_tokenizer):
+def test_missing_tokenizer_and_empty_continuation_are_clear_errors(tiny_model, tiny_tokenizer):
     with pytest.raises(CalmixError, match="no tokenizer"):
         loglikelihood(tiny_model, None, PAIRS)
     with pytest.raises(CalmixError, match="empty continuation"):

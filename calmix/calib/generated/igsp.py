@@ -1,4 +1,5 @@
-"""IGSP, calmix's information-guided self-calibration protocol (method.md §5): pool, score, filter, balance, pick, pack."""
+"""IGSP, calmix's information-guided self-calibration protocol: self-generate a pool of candidates in several
+modes, score them, drop degenerate ones, balance perplexity strata, pick greedily on unseen 4-grams, pack."""
 
 from __future__ import annotations
 
@@ -14,10 +15,14 @@ import numpy as np
 import torch
 
 from calmix.calib.calibset import CalibSet
+from calmix.calib.generated.common import (GENERATORS, decode, join_eos, model_name, no_tokens_error, seconds_card,
+                                           subseed)
+from calmix.calib.generated.params import check_fraction, check_positive, check_schedule, parse_generator_params
+from calmix.calib.generated.sampling import TEMPERATURE_RULE, TempSchedule, generate
 from calmix.calib.metrics import agg4_pooled, ngrams, sample_metrics
-from calmix.calib.selfgen import (TempSchedule, _decode, _eos_for_join, _no_tokens, _positive, _fraction, bos_id,
-                                  generate, join_eos, model_name, subseed, parse_params, sequence_perplexities)
 from calmix.errors import CalmixError
+from calmix.lm import join_token, sequence_perplexities, start_token
+from calmix.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -29,21 +34,22 @@ class Mode:
     dimension: str
 
 
-MODES: dict[str, Mode] = {m.name: m for m in (
-    Mode("bos", "", "General"),
-    Mode("question", "Question:", "Commonsense"),
-    Mode("qa", "Q:", "Commonsense"),
-    Mode("code", "def", "Code"),  # no trailing space: BPE joins the space to the next word (" name")
-    Mode("math", "Solve step by step:", "Math"),
-    Mode("instruction", "Instruction:", "Instruction"),
-)}
+MODES: Registry[Mode] = Registry("igsp mode")
+for _m in (Mode("bos", "", "General"),
+           Mode("question", "Question:", "Commonsense"),
+           Mode("qa", "Q:", "Commonsense"),
+           Mode("code", "def", "Code"),  # no trailing space: BPE joins the space to the next word (" name")
+           Mode("math", "Solve step by step:", "Math"),
+           Mode("instruction", "Instruction:", "Instruction")):
+    MODES.add(_m.name, _m)
+del _m
 
 STRATIFY = ("ppl", "mode")
 
 
 @dataclass
 class IGSPParams:
-    """IGSP parameters; every step can be switched off for ablations ([design] defaults of method.md §5)."""
+    """IGSP parameters; every step can be switched off for ablations (the defaults are calmix's design choices)."""
 
     pool: float = 4.0  # pool size P = ceil(pool * nsamples) candidates
     modes: str = "bos+question+code+math+qa"  # '+'-separated names from MODES
@@ -64,9 +70,9 @@ class IGSPParams:
     batch_size: int = 64
 
     def validate(self, kind: str) -> None:
-        _positive(kind, pool=self.pool, strata=self.strata, gen_len=self.gen_len, batch_size=self.batch_size,
-                  repetition_penalty=self.repetition_penalty)
-        _fraction(kind, "drop", self.drop)
+        check_positive(kind, pool=self.pool, strata=self.strata, gen_len=self.gen_len, batch_size=self.batch_size,
+                       repetition_penalty=self.repetition_penalty)
+        check_fraction(kind, "drop", self.drop)
         if self.by not in STRATIFY:
             raise CalmixError(f"{kind}: by={self.by} is not valid; choose one of {', '.join(STRATIFY)}")
         names = self.mode_list()
@@ -74,12 +80,10 @@ class IGSPParams:
         if bad or not names:
             raise CalmixError(f"{kind}: unknown mode(s) {', '.join(bad) or '(none given)'}; "
                               f"valid modes: {', '.join(MODES)} (join with '+')")
-        if self.n < 0 or self.t_initial < 0 or self.t_final < 0 or self.top_k < 0:
-            raise CalmixError(f"{kind}: n, t_initial, t_final and top_k must be >= 0")
-        if not 0.0 < self.top_p <= 1.0:
-            raise CalmixError(f"{kind}: top_p must be in (0, 1], got {self.top_p}")
+        check_schedule(kind, self)
 
     def mode_list(self) -> list[str]:
+        """The chosen mode names, in the given order."""
         return [m.strip() for m in self.modes.replace(",", "+").split("+") if m.strip()]
 
 
@@ -186,15 +190,15 @@ def _summary(values: list[float]) -> dict:
     return {"min": float(min(values)), "max": float(max(values)), "mean": float(np.mean(values))}
 
 
+@GENERATORS.register("igsp")
 def igsp_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device: str | torch.device = "cpu",
              params: dict | None = None) -> CalibSet:
     """IGSP: self-generate a pool in several modes, score, drop degenerate, balance perplexity, greedy-pick, pack."""
-    p = parse_params(IGSPParams, params, "igsp")
-    gen_len = p.gen_len or seqlen
-    p.gen_len = gen_len
+    p = parse_generator_params(IGSPParams, params, "igsp", seqlen)
+    gen_len = p.gen_len
     min_tokens = p.min_tokens if p.min_tokens is not None else max(2, gen_len // 4)
     t0 = time.perf_counter()
-    bos, eos = bos_id(tokenizer, model), _eos_for_join(tokenizer, model)
+    bos, eos = start_token(tokenizer, model), join_token(tokenizer, model)
     modes = [MODES[m] for m in p.mode_list()]
     pool = math.ceil(p.pool * nsamples)
     schedule = TempSchedule(p.t_initial, p.t_final, p.n)
@@ -218,11 +222,11 @@ def igsp_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device
             cands[i] = opener + g
             ngenerated += len(g)
     if ngenerated == 0:
-        raise _no_tokens("igsp")
+        raise no_tokens_error("igsp")
 
     # 2. score every candidate
     ppl = sequence_perplexities(model, cands, batch_size=p.batch_size, device=device)
-    texts = [_decode(tokenizer, c) for c in cands]
+    texts = [decode(tokenizer, c) for c in cands]
     vocab = len(tokenizer)
     scores = [sample_metrics(c, vocab, t) for c, t in zip(cands, texts)]
     agg = [s["agg4"] if not math.isnan(s["agg4"]) else 1.0 for s in scores]
@@ -271,7 +275,6 @@ def igsp_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device
                              "ppl": _summary([ppl[i] for i in s]), "ppl_picked": _summary([ppl[i] for i in chosen]),
                              "modes_picked": {m.name: sum(mode_of[i] == m.name for i in chosen) for m in modes}})
     status = {i: "short" for i in short} | {i: "dropped" for i in dropped}
-    secs = time.perf_counter() - t0
     generations = []
     for i in range(pool):
         st = status.get(i, "selected" if i in picked_set else "kept")
@@ -279,10 +282,10 @@ def igsp_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device
                             "status": st, "stratum": strata_names[stratum_of[i]] if i in stratum_of else None,
                             **{k: v for k, v in scores[i].items() if k != "vocab_coverage"}})
     card = {
-        "source": "igsp", "kind": "igsp", "method": "IGSP information-guided self-calibration (calmix, method.md §5)",
+        "source": "igsp", "kind": "igsp", "method": "IGSP information-guided self-calibration (calmix)",
         "model": model_name(model), "nsamples": nsamples, "seqlen": seqlen, "seed": seed,
         "params": {**dataclasses.asdict(p), "min_tokens": min_tokens},
-        "temperature_rule": "t(i) = t_initial + (t_final - t_initial) * min(i / (n - 1), 1), new token i = 0, 1, ...",
+        "temperature_rule": f"{TEMPERATURE_RULE}, new token i = 0, 1, ...",
         "modes": {m.name: {"opener": m.opener, "dimension": m.dimension, "candidates": mode_of.count(m.name),
                            "selected": sum(mode_of[i] == m.name for i in order)} for m in modes},
         "pool_size": pool, "short": len(short), "ndropped": len(dropped),
@@ -295,8 +298,7 @@ def igsp_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device
                     "selected_mean": float(np.mean([ppl[i] for i in order]))},
         "packing": "selected candidates (opener + continuation) joined with EOS in pick order, "
                    "cut into consecutive nsamples x seqlen windows",
-        "ntokens_generated": ngenerated, "seconds": round(secs, 3),
-        "tokens_per_s": round(ngenerated / secs, 2) if secs > 0 else None,
+        "ntokens_generated": ngenerated, **seconds_card(ngenerated, time.perf_counter() - t0),
         "generations": generations,
     }
     return CalibSet(ids, None, card)

@@ -8,9 +8,10 @@ import random
 import pytest
 import torch
 
-from calmix.calib.igsp import (MODES, drop_highest, four_gram_set, quantile_strata, round_robin_select, select_greedy)
+from calmix.calib.generated import generate_set
+from calmix.calib.generated.igsp import (MODES, drop_highest, four_gram_set, quantile_strata, round_robin_select,
+                                         select_greedy)
 from calmix.calib.metrics import agg4
-from calmix.calib.selfgen import generate_set
 from calmix.errors import CalmixError
 
 # a low final temperature (greedy after 3 tokens) makes the tiny random model loop, so agg4 varies (the protocol
@@ -70,19 +71,19 @@ def test_round_robin_balance_and_exhaustion():
 
 
 @pytest.fixture(scope="module")
-def igsp_run(default_tokenizer):
+def igsp_run(tiny_tokenizer):
     from calmix.models import tiny_llama
 
-    model = tiny_llama(vocab_size=len(default_tokenizer), seed=0)
-    model.config.eos_token_id = default_tokenizer.eos_token_id
-    s = generate_set("igsp", model, default_tokenizer, 4, 16, seed=0, params={**BASE, "gen_len": "48"})
+    model = tiny_llama(vocab_size=len(tiny_tokenizer), seed=0)
+    model.config.eos_token_id = tiny_tokenizer.eos_token_id
+    s = generate_set("igsp", model, tiny_tokenizer, 4, 16, seed=0, params={**BASE, "gen_len": "48"})
     return model, s
 
 
-def test_igsp_shape_determinism_and_card(igsp_run, default_tokenizer):
+def test_igsp_shape_determinism_and_card(igsp_run, tiny_tokenizer):
     model, s = igsp_run
     assert s.input_ids.shape == (4, 16)
-    again = generate_set("igsp", model, default_tokenizer, 4, 16, seed=0, params={**BASE, "gen_len": "48"})
+    again = generate_set("igsp", model, tiny_tokenizer, 4, 16, seed=0, params={**BASE, "gen_len": "48"})
     assert torch.equal(s.input_ids, again.input_ids)
     card = s.card
     assert card["pool_size"] == 16 and len(card["generations"]) == 16
@@ -90,10 +91,10 @@ def test_igsp_shape_determinism_and_card(igsp_run, default_tokenizer):
     assert set(card["modes"]) == {"bos", "question", "code", "math", "qa"}
     # openers are part of the candidate text
     code = [g for g in card["generations"] if g["mode"] == "code"]
-    opener = default_tokenizer.encode(MODES["code"].opener, add_special_tokens=False)
+    opener = tiny_tokenizer.encode(MODES["code"].opener, add_special_tokens=False)
     assert all(g["ids"][:len(opener)] == opener for g in code)
     # packing: selected candidates joined with EOS in pick order
-    eos = default_tokenizer.eos_token_id
+    eos = tiny_tokenizer.eos_token_id
     stream = [t for i in card["selected_order"] for t in card["generations"][i]["ids"] + [eos]]
     assert s.input_ids.flatten().tolist() == stream[:64]
 
@@ -142,26 +143,26 @@ def test_igsp_perplexity_scores_match_manual(igsp_run):
     assert g["ppl"] == pytest.approx(math.exp(nll / (len(g["ids"]) - 1)), rel=1e-4)
 
 
-def test_igsp_switches(igsp_run, default_tokenizer):
+def test_igsp_switches(igsp_run, tiny_tokenizer):
     model = igsp_run[0]
     small = {**BASE, "modes": "bos+code"}
-    off = generate_set("igsp", model, default_tokenizer, 2, 16, params={**small, "filter": "0", "balance": "0",
+    off = generate_set("igsp", model, tiny_tokenizer, 2, 16, params={**small, "filter": "0", "balance": "0",
                                                                          "greedy": "0"})
     assert off.card["ndropped"] == 0 and [st["name"] for st in off.card["strata"]] == ["all"]
     assert off.input_ids.shape == (2, 16)
-    by_mode = generate_set("igsp", model, default_tokenizer, 2, 16, params={**small, "by": "mode"})
+    by_mode = generate_set("igsp", model, tiny_tokenizer, 2, 16, params={**small, "by": "mode"})
     assert [st["name"] for st in by_mode.card["strata"]] == ["bos", "code"]
     assert [st["picked"] for st in by_mode.card["strata"]] == [1, 1]
 
 
-def test_igsp_bad_params(igsp_run, default_tokenizer):
+def test_igsp_bad_params(igsp_run, tiny_tokenizer):
     model = igsp_run[0]
     with pytest.raises(CalmixError, match="valid keys: pool"):
-        generate_set("igsp", model, default_tokenizer, 2, 16, params={"pools": "4"})
+        generate_set("igsp", model, tiny_tokenizer, 2, 16, params={"pools": "4"})
     with pytest.raises(CalmixError, match="by=size"):
-        generate_set("igsp", model, default_tokenizer, 2, 16, params={"by": "size"})
+        generate_set("igsp", model, tiny_tokenizer, 2, 16, params={"by": "size"})
     with pytest.raises(CalmixError, match="valid modes"):
-        generate_set("igsp", model, default_tokenizer, 2, 16, params={"modes": "bos+poetry"})
+        generate_set("igsp", model, tiny_tokenizer, 2, 16, params={"modes": "bos+poetry"})
     with pytest.raises(CalmixError, match="raise pool"):
-        generate_set("igsp", model, default_tokenizer, 4, 16,
+        generate_set("igsp", model, tiny_tokenizer, 4, 16,
                      params={**BASE, "modes": "bos", "pool": "1", "drop": "0.5"})
