@@ -9,7 +9,6 @@ import pytest
 
 from calmix.errors import CalmixError
 from calmix.study.config import load_config, parse_config, preset_names
-from calmix.study.grid import build_grid, cell_key
 
 BASE = {
     "study": {"name": "t", "model": "default", "seeds": [0, 1], "reference": "stdlib"},
@@ -54,22 +53,6 @@ def test_quick_sources_need_no_hub_and_no_shared_data():
     for name in quick.sources:
         src = get_source(name)
         assert "package" in src.origins() and not src.local and src.hub is None, name
-
-
-def test_grid_keys_and_nm_dedup():
-    cfg = parse_config(BASE)
-    cells = build_grid(cfg)
-    # 4 strategies x (2 unstructured sparsities + one 2:4 cell) x 2 seeds
-    assert len(cells) == 4 * 3 * 2
-    assert {c.sparsity for c in cells if c.pattern == "2:4"} == {0.5}
-    keys = [cell_key(cfg, c) for c in cells]
-    assert len(set(keys)) == len(keys)
-    # keys are stable and depend on what defines the result
-    assert keys == [cell_key(parse_config(BASE), c) for c in build_grid(parse_config(BASE))]
-    other = parse_config(_with("calib", "nsamples", 4))
-    assert cell_key(other, cells[0]) != keys[0]
-    assert parse_config(_with("study", "device", "cuda")).fingerprint() == cfg.fingerprint()
-    assert other.fingerprint() != cfg.fingerprint()
 
 
 def test_round_trip_through_toml_dict():
