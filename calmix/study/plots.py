@@ -22,6 +22,13 @@ def _plt():
     return plt
 
 
+def _save(plt, fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_heatmap(sp: pd.DataFrame, g: tuple, path: Path) -> Path | None:
     """Heatmap of Spearman rho (metric x dimension) annotated with rho and p."""
     sub = select(sp, g)
@@ -46,10 +53,7 @@ def plot_heatmap(sp: pd.DataFrame, g: tuple, path: Path) -> Path | None:
                     fontweight="bold" if np.isfinite(p) and p < 0.05 else "normal")
     fig.colorbar(im, ax=ax, label="Spearman ρ")
     ax.set_title(f"Calibration metric vs retention, {group_name(g)} (n = {n} sources)", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_retention_bars(rt: pd.DataFrame, g: tuple, dims: list[str], path: Path) -> Path | None:
@@ -70,10 +74,7 @@ def plot_retention_bars(rt: pd.DataFrame, g: tuple, dims: list[str], path: Path)
     ax.axhline(100, color="grey", lw=0.6, ls="--")
     ax.legend(fontsize=8, ncol=len(dims))
     ax.set_title(f"Retention per calibration strategy and dimension, {group_name(g)}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_strategies(rt: pd.DataFrame, g: tuple, path: Path) -> Path | None:
@@ -91,10 +92,7 @@ def plot_strategies(rt: pd.DataFrame, g: tuple, path: Path) -> Path | None:
     ax.legend(fontsize=8, loc="lower right")
     ax.set_xlabel("total retention (% of dense), error bar = std over seeds")
     ax.set_title(f"Total retention of the calibration strategies, {group_name(g)}", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_vs_sparsity(rt: pd.DataFrame, pruner: str, path: Path) -> Path | None:
@@ -114,7 +112,4 @@ def plot_vs_sparsity(rt: pd.DataFrame, pruner: str, path: Path) -> Path | None:
     ax.set_ylabel("total retention (% of dense)")
     ax.legend(fontsize=7, ncol=2)
     ax.set_title(f"Retention vs sparsity, {pruner} unstructured", fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)

@@ -3,6 +3,7 @@ per source/seed (`fake_study`, `fake_truth`), and the tiny model's study config 
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +12,21 @@ import pytest
 from calmix.study.config import parse_config
 from calmix.study.folder import prepare_folder
 from calmix.study.grid import build_grid, calib_key, cell_key, dense_key
+
+GRID_CONFIG = {
+    "study": {"name": "t", "model": "default", "seeds": [0, 1], "reference": "stdlib"},
+    "calib": {"nsamples": 2, "seqlen": 32, "sources": ["stdlib", "gsm-symbolic"], "mixes": ["uniform-offline"],
+              "generated": {"igsp": "igsp"}},
+    "prune": {"methods": ["sparsegpt"], "sparsities": [0.5, 0.6], "patterns": ["unstructured", "2:4"]},
+    "eval": {"suite": "small-offline", "limit": 3},
+}
+
+
+@pytest.fixture()
+def grid_config() -> dict:
+    """A small study config (TOML layout): 4 strategies, 2 seeds, sparsities 0.5 and 0.6 unstructured plus 2:4."""
+    return copy.deepcopy(GRID_CONFIG)
+
 
 SOURCES = ["pydoc-topics", "stdlib", "licences", "rg-logic", "gsm-symbolic"]
 # per source: (ppl, agg4) and a base retention per dimension; Math falls with ppl, General rises with it

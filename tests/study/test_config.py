@@ -10,17 +10,8 @@ import pytest
 from calmix.errors import CalmixError
 from calmix.study.config import load_config, parse_config, preset_names
 
-BASE = {
-    "study": {"name": "t", "model": "default", "seeds": [0, 1], "reference": "stdlib"},
-    "calib": {"nsamples": 2, "seqlen": 32, "sources": ["stdlib", "gsm-symbolic"], "mixes": ["uniform-offline"],
-              "generated": {"igsp": "igsp"}},
-    "prune": {"methods": ["sparsegpt"], "sparsities": [0.5, 0.6], "patterns": ["unstructured", "2:4"]},
-    "eval": {"suite": "small-offline", "limit": 3},
-}
-
-
-def _with(section, key, value):
-    data = {k: dict(v) for k, v in BASE.items()}
+def _with(base, section, key, value):
+    data = {k: dict(v) for k, v in base.items()}
     if value is _DEL:
         data[section].pop(key)
     else:
@@ -55,8 +46,8 @@ def test_quick_sources_need_no_hub_and_no_shared_data():
         assert "package" in src.origins() and not src.local and src.hub is None, name
 
 
-def test_round_trip_through_toml_dict():
-    cfg = parse_config(BASE)
+def test_round_trip_through_toml_dict(grid_config):
+    cfg = parse_config(grid_config)
     assert parse_config(cfg.to_toml_dict()) == cfg
 
 
@@ -86,20 +77,21 @@ def test_round_trip_through_toml_dict():
     ("eval", "suite", "huge", "eval.suite"),
     ("calib", "mixes", {"m": "mix:stdlib=1,nope=2"}, "calib.mixes.m"),
 ])
-def test_bad_values_name_the_key(section, key, value, named):
+def test_bad_values_name_the_key(section, key, value, named, grid_config):
     with pytest.raises(CalmixError, match=re.escape(f"`{named}`")):
-        parse_config(_with(section, key, value))
+        parse_config(_with(grid_config, section, key, value))
 
 
-def test_structure_errors_name_the_key(tmp_path):
+def test_structure_errors_name_the_key(tmp_path, grid_config):
+    base = grid_config
     with pytest.raises(CalmixError, match="`model`"):
-        parse_config({**BASE, "model": {"x": 1}})
+        parse_config({**base, "model": {"x": 1}})
     with pytest.raises(CalmixError, match="`eval`"):
-        parse_config({**BASE, "eval": 3})
+        parse_config({**base, "eval": 3})
     with pytest.raises(CalmixError, match="`calib`"):
-        parse_config({**BASE, "calib": {**BASE["calib"], "mixes": {"stdlib": "uniform-offline"}}})
+        parse_config({**base, "calib": {**base["calib"], "mixes": {"stdlib": "uniform-offline"}}})
     with pytest.raises(CalmixError, match="`calib.sources`"):
-        parse_config({**BASE, "calib": {"sources": []}})
+        parse_config({**base, "calib": {"sources": []}})
     bad = tmp_path / "bad.toml"
     bad.write_text("[study\nname=1")
     with pytest.raises(CalmixError, match="not valid TOML"):

@@ -8,17 +8,8 @@ import json
 from calmix.study.config import parse_config
 from calmix.study.grid import build_grid, calib_key, cell_key, dense_key
 
-BASE = {
-    "study": {"name": "t", "model": "default", "seeds": [0, 1], "reference": "stdlib"},
-    "calib": {"nsamples": 2, "seqlen": 32, "sources": ["stdlib", "gsm-symbolic"], "mixes": ["uniform-offline"],
-              "generated": {"igsp": "igsp"}},
-    "prune": {"methods": ["sparsegpt"], "sparsities": [0.5, 0.6], "patterns": ["unstructured", "2:4"]},
-    "eval": {"suite": "small-offline", "limit": 3},
-}
-
-
-def _with(section, key, value):
-    data = {k: dict(v) for k, v in BASE.items()}
+def _with(base, section, key, value):
+    data = {k: dict(v) for k, v in base.items()}
     data[section][key] = value
     return data
 
@@ -27,8 +18,9 @@ def _sha(obj, n):
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:n]
 
 
-def test_grid_keys_and_nm_dedup():
-    cfg = parse_config(BASE)
+def test_grid_keys_and_nm_dedup(grid_config):
+    base = grid_config
+    cfg = parse_config(base)
     cells = build_grid(cfg)
     # 4 strategies x (2 unstructured sparsities + one 2:4 cell) x 2 seeds
     assert len(cells) == 4 * 3 * 2
@@ -36,16 +28,16 @@ def test_grid_keys_and_nm_dedup():
     keys = [cell_key(cfg, c) for c in cells]
     assert len(set(keys)) == len(keys)
     # keys are stable and depend on what defines the result
-    assert keys == [cell_key(parse_config(BASE), c) for c in build_grid(parse_config(BASE))]
-    other = parse_config(_with("calib", "nsamples", 4))
+    assert keys == [cell_key(parse_config(base), c) for c in build_grid(parse_config(base))]
+    other = parse_config(_with(base, "calib", "nsamples", 4))
     assert cell_key(other, cells[0]) != keys[0]
-    assert parse_config(_with("study", "device", "cuda")).fingerprint() == cfg.fingerprint()
+    assert parse_config(_with(base, "study", "device", "cuda")).fingerprint() == cfg.fingerprint()
     assert other.fingerprint() != cfg.fingerprint()
 
 
-def test_keys_are_the_sha256_of_their_sorted_json():
+def test_keys_are_the_sha256_of_their_sorted_json(grid_config):
     # the store's keys: computed here by hand so that a change of hashing shows up as a failure
-    cfg = parse_config(BASE)
+    cfg = parse_config(grid_config)
     cell = build_grid(cfg)[0]
     assert (cell.strategy, cell.pruner, cell.pattern, cell.sparsity, cell.seed) == ("stdlib", "sparsegpt",
                                                                                    "unstructured", 0.5, 0)
