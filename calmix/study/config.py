@@ -99,6 +99,13 @@ def generated_kinds() -> tuple[str, ...]:
     return tuple(GEN_KINDS)
 
 
+def mix_preset_names() -> tuple[str, ...]:
+    """Names of the calibration mix presets (uniform, uniform-offline, all)."""
+    from calmix.calib.build import PRESET_NAMES
+
+    return tuple(PRESET_NAMES)
+
+
 def dtype_names() -> list[str]:
     """The dtypes a study may run in: the canonical names of calmix.models.DTYPES (aliases such as bf16 left out)."""
     from calmix.models import DTYPES
@@ -228,7 +235,7 @@ def parse_config(data: dict, where: str = "config") -> StudyConfig:
         cfg.seqlen = _int("calib.seqlen", c["seqlen"], lo=2)
     cfg.sources = _list("calib.sources", c.get("sources", []), _str, allow_empty=True)
     for i, src in enumerate(cfg.sources):
-        if src.startswith("mix:") or src in ("uniform", "all", "uniform-offline"):
+        if src.startswith("mix:") or src in mix_preset_names():
             raise _err(f"calib.sources[{i}]", f"{src!r} is a mix: list it under calib.mixes")
         if src.split(":")[0] in generated_kinds():
             raise _err(f"calib.sources[{i}]", f"{src!r} is self-generated: list it under calib.generated")

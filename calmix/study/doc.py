@@ -19,18 +19,23 @@ class Doc:
     blocks: list[tuple] = field(default_factory=list)
 
     def h(self, level: int, text: str) -> None:
+        """A heading of `level` (1 = title)."""
         self.blocks.append(("h", level, text))
 
     def p(self, text: str) -> None:
+        """A paragraph (Markdown `code` and **bold** allowed)."""
         self.blocks.append(("p", text))
 
     def table(self, header: list[str], rows: list[list[str]]) -> None:
+        """A table of text cells."""
         self.blocks.append(("table", header, rows))
 
     def img(self, path: Path, alt: str) -> None:
+        """A PNG image (linked in Markdown, embedded in HTML)."""
         self.blocks.append(("img", path, alt))
 
     def markdown(self, base: Path) -> str:
+        """The document as Markdown, images linked relative to `base`."""
         out = []
         for b in self.blocks:
             if b[0] == "h":
@@ -47,6 +52,7 @@ class Doc:
         return "\n".join(out)
 
     def html(self, title: str) -> str:
+        """The document as one self-contained HTML page (images embedded)."""
         out = ["<!doctype html><html><head><meta charset='utf-8'>", f"<title>{html.escape(title)}</title>",
                "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;line-height:1.45}"
                "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;"

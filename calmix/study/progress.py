@@ -49,4 +49,5 @@ class Progress:
             tqdm.write(f"  {text}", file=sys.stderr)
 
     def close(self) -> None:
+        """End the bar."""
         self.bar.close()

@@ -107,3 +107,19 @@ def test_repo_configs_are_the_package_presets():
     for name in ("quick", "paper"):
         assert tomllib.loads((root / "configs" / f"{name}.toml").read_text()) == tomllib.loads(
             (root / "calmix" / "configs" / f"{name}.toml").read_text())
+
+
+def test_presets_and_dtypes_come_from_their_registries(grid_config):
+    from calmix.study.config import PRESETS
+
+    assert PRESETS.names() == preset_names() == ["paper", "quick"]
+    with pytest.raises(CalmixError, match="unknown study preset 'quik'.*did you mean 'quick'"):
+        PRESETS.get("quik")
+    # the canonical dtype names of calmix.models.DTYPES; its aliases (bf16, fp32, fp16) are not study dtypes
+    for alias in ("bf16", "fp32", "fp16"):
+        with pytest.raises(CalmixError, match=r"`study.dtype` must be float32, bfloat16 or float16, got"):
+            parse_config(_with(grid_config, "study", "dtype", alias))
+    assert parse_config(_with(grid_config, "study", "dtype", "bfloat16")).dtype == "bfloat16"
+    for mix in ("uniform", "uniform-offline", "all"):
+        with pytest.raises(CalmixError, match=re.escape(f"'{mix}' is a mix")):
+            parse_config(_with(grid_config, "calib", "sources", [mix]))
