@@ -4,7 +4,6 @@ failed cells are recorded and retried; a folder holding another study is refused
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
