@@ -23,7 +23,7 @@ def main() -> None:
 
     from calmix.study import analysis as A
     from calmix.study.grid import build_grid, cell_key
-    from calmix.study.runner import load_study_config
+    from calmix.study.folder import load_study_config
     from calmix.study.store import Store
 
     out = Path(args.dir)

@@ -56,21 +56,30 @@ def to_jsonable(obj: Any) -> Any:
     return obj
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """Write JSON to path via a temporary file and rename, so readers never see half a file."""
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    """Write text to path via a temporary file and rename, so readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as fh:
-            json.dump(to_jsonable(data), fh, indent=2, sort_keys=False)
-            fh.write("\n")
+            fh.write(text)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
     return path
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON (indented, one trailing newline) to path atomically."""
+    return write_text_atomic(path, json.dumps(to_jsonable(data), indent=2, sort_keys=False) + "\n")
+
+
+def args_dict(args: Any) -> dict[str, Any]:
+    """The options of a parsed command line as a plain dict (the handler `func` left out), for run records."""
+    return {k: v for k, v in vars(args).items() if k != "func"}
 
 
 def check_writable_dir(path: str | os.PathLike) -> Path:

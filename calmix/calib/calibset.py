@@ -1,7 +1,8 @@
-"""A calibration set: `nsamples x seqlen` token ids plus a provenance card, saved as .pt + .json."""
+"""A calibration set: `nsamples x seqlen` token ids plus a provenance card, saved as .pt + .json or as bytes."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import tempfile
@@ -53,13 +54,46 @@ class CalibSet:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         os.close(fd)
         try:
-            torch.save({"input_ids": self.input_ids, "attention_mask": self.attention_mask, "card": self.card}, tmp)
+            torch.save(self._payload(), tmp)
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
         write_json_atomic(path.with_suffix(path.suffix + ".json"), self.card)
         return path
+
+    def to_bytes(self) -> bytes:
+        """The set serialised like `save` writes it (ids, mask, card), e.g. for a database blob."""
+        buf = io.BytesIO()
+        torch.save(self._payload(), buf)
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "CalibSet":
+        """Inverse of `to_bytes`."""
+        obj = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        return cls._from_saved(obj, {}, "the serialised calibration set")
+
+    def _payload(self) -> dict:
+        return {"input_ids": self.input_ids, "attention_mask": self.attention_mask, "card": self.card}
+
+    @classmethod
+    def _from_saved(cls, obj, card: dict, where: str) -> "CalibSet":
+        """A set from what `save`/`to_bytes` wrote (a dict) or from plain id rows; `card` when none is saved."""
+        mask = None
+        if isinstance(obj, dict):
+            if "input_ids" not in obj:
+                raise CalmixError(f"{where} has no 'input_ids': save token rows as a tensor, a list, or {{'input_ids': ...}}")
+            card = dict(obj.get("card") or card)
+            mask = obj.get("attention_mask")
+            obj = obj["input_ids"]
+        try:
+            ids = obj if isinstance(obj, torch.Tensor) else torch.tensor(obj, dtype=torch.long)
+        except (ValueError, TypeError):
+            raise CalmixError(f"{where} must hold equal-length rows of integer token ids") from None
+        if mask is not None and not isinstance(mask, torch.Tensor):
+            mask = torch.tensor(mask, dtype=torch.long)
+        return cls(ids, mask, card)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "CalibSet":
@@ -74,18 +108,4 @@ class CalibSet:
                 obj = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001 - any parse failure is a user-facing error here
             raise CalmixError(f"cannot read calibration set {path}: {str(err).splitlines()[0][:160]}") from None
-        card = {"source": "file", "path": str(path)}
-        mask = None
-        if isinstance(obj, dict):
-            if "input_ids" not in obj:
-                raise CalmixError(f"{path} has no 'input_ids': save token rows as a tensor, a list, or {{'input_ids': ...}}")
-            card = dict(obj.get("card") or card)
-            mask = obj.get("attention_mask")
-            obj = obj["input_ids"]
-        try:
-            ids = obj if isinstance(obj, torch.Tensor) else torch.tensor(obj, dtype=torch.long)
-        except (ValueError, TypeError):
-            raise CalmixError(f"{path} must hold equal-length rows of integer token ids") from None
-        if mask is not None and not isinstance(mask, torch.Tensor):
-            mask = torch.tensor(mask, dtype=torch.long)
-        return cls(ids, mask, card)
+        return cls._from_saved(obj, {"source": "file", "path": str(path)}, str(path))

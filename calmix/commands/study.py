@@ -7,22 +7,26 @@ import sys
 from pathlib import Path
 
 from calmix.errors import CalmixError
+from calmix.runrecord import args_dict
+from calmix.study.config import preset_names
+from calmix.study.folder import CONFIG_FILE
+from calmix.study.runner import BACKENDS
 
 
 def _run(args: argparse.Namespace) -> int:
     from calmix.study.config import load_config
-    from calmix.study.runner import CONFIG_FILE, run_study
+    from calmix.study.runner import run_study
 
     out = Path(args.out)
     if args.config is None:
         if not (out / CONFIG_FILE).is_file():
-            raise CalmixError(f"give a CONFIG (a .toml file or a preset: quick, paper); {out} holds no study yet")
+            raise CalmixError(f"give a CONFIG (a .toml file or a preset: {', '.join(preset_names())}); "
+                              f"{out} holds no study yet")
         cfg, text = load_config(out / CONFIG_FILE)
     else:
         cfg, text = load_config(args.config)
-    kw = {}
-    if args.backend == "ray":
-        kw = {"num_cpus": args.num_cpus, "address": args.address, "threads": args.threads}
+    options = args_dict(args)
+    kw = {name: options[name] for name in BACKENDS.get(args.backend).options}
     summary = run_study(cfg, text, out, backend=args.backend, force=args.force, device=args.device,
                         progress=not args.quiet, **kw)
     c = summary["status"]
@@ -37,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from calmix.study.runner import study_status
+    from calmix.study.folder import study_status
 
     st = study_status(args.dir)
     c = st["counts"]
@@ -65,10 +69,10 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("study", help="run the calibration-data study grid, show its status, write its report")
     sub = p.add_subparsers(dest="study_command", metavar="ACTION")
     r = sub.add_parser("run", help="run (or resume) every cell of a study config into a folder")
-    r.add_argument("config", nargs="?", help="study TOML file or preset name (quick, paper); "
+    r.add_argument("config", nargs="?", help=f"study TOML file or preset name ({', '.join(preset_names())}); "
                                              "omit to resume the study saved in --out")
     r.add_argument("--out", required=True, help="study folder (holds study.toml, study.db, report)")
-    r.add_argument("--backend", choices=("local", "ray"), default="local", help="where cells run (default local)")
+    r.add_argument("--backend", choices=BACKENDS.names(), default="local", help="where cells run (default local)")
     r.add_argument("--device", default=None, help="override the config's device (cpu, cuda, ...)")
     r.add_argument("--force", action="store_true", help="switch a folder holding a different study to this config")
     r.add_argument("--report", action="store_true", help="write the report when the run ends")

@@ -58,14 +58,15 @@ def groups(df: pd.DataFrame) -> list[tuple]:
     return sorted({tuple(x) for x in df[GROUP].itertuples(index=False, name=None)}, key=lambda g: (g[0], g[1], g[2]))
 
 
-def _select(df: pd.DataFrame, group: tuple) -> pd.DataFrame:
+def select(df: pd.DataFrame, group: tuple) -> pd.DataFrame:
+    """The rows of a table (cells, retention, Spearman, ...) that belong to one (pruner, pattern, sparsity) group."""
     pruner, pattern, sparsity = group
     return df[(df.pruner == pruner) & (df.pattern == pattern) & np.isclose(df.sparsity, sparsity)]
 
 
 def source_means(df: pd.DataFrame, group: tuple) -> pd.DataFrame:
     """Single sources of one group, metrics and retentions averaged over seeds (one row per source)."""
-    sub = _select(df, group)
+    sub = select(df, group)
     sub = sub[sub.kind == "source"]
     cols = [c for c in sub.columns if c.startswith((RET, MET))]
     return sub.groupby("strategy", sort=True)[cols].mean()
@@ -119,7 +120,7 @@ def strategy_table(df: pd.DataFrame, reference: str | None) -> pd.DataFrame:
         return pd.DataFrame()
     rows = []
     for g in groups(df):
-        sub = rt[(rt.pruner == g[0]) & (rt.pattern == g[1]) & np.isclose(rt.sparsity, g[2])]
+        sub = select(rt, g)
         src = sub[sub.kind == "source"]
         ref_total = float("nan")
         picks: list[tuple[str, pd.Series]] = []
@@ -151,7 +152,7 @@ def seed_spread(df: pd.DataFrame) -> pd.DataFrame:
     if df.empty or RET + "Total" not in df:
         return pd.DataFrame(rows)
     for g in groups(df):
-        sub = _select(df, g)
+        sub = select(df, g)
         by = sub.groupby("strategy")[RET + "Total"]
         means, stds = by.mean(), by.std(ddof=1)
         rows.append({"pruner": g[0], "pattern": g[1], "sparsity": g[2], "strategies": int(len(means)),

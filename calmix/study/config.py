@@ -3,19 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import re
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
 from calmix.errors import CalmixError
+from calmix.fingerprint import digest
+from calmix.registry import Registry
 
-GENERATED_KINDS = ("selfcal", "sgs", "igsp")
-BACKENDS = ("local", "ray")
+FINGERPRINT_LENGTH = 16
 _PATTERN_RE = re.compile(r"^(\d+):(\d+)$")
 _LABEL_RE = re.compile(r"^[A-Za-z0-9_.+=,:\-]+$")
 
@@ -89,7 +89,28 @@ class StudyConfig:
         d = dataclasses.asdict(self)
         d.pop("device")
         d.pop("name")
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+        return digest(d, FINGERPRINT_LENGTH)
+
+
+def generated_kinds() -> tuple[str, ...]:
+    """Names of the self-generated calibration methods (the heads of their specs)."""
+    from calmix.calib.build import GEN_KINDS
+
+    return tuple(GEN_KINDS)
+
+
+def mix_preset_names() -> tuple[str, ...]:
+    """Names of the calibration mix presets (uniform, uniform-offline, all)."""
+    from calmix.calib.build import PRESET_NAMES
+
+    return tuple(PRESET_NAMES)
+
+
+def dtype_names() -> list[str]:
+    """The dtypes a study may run in: the canonical names of calmix.models.DTYPES (aliases such as bf16 left out)."""
+    from calmix.models import DTYPES
+
+    return [name for name, dt in DTYPES.items() if str(dt) == f"torch.{name}"]
 
 
 # key -> (section, field name, expected type description)
@@ -163,19 +184,15 @@ def _labelled(key: str, v: Any) -> dict[str, str]:
     raise _err(key, f"must be a list of calibration specs or a table label = spec, got {v!r}")
 
 
-def _known_pruners() -> list[str] | None:
-    try:
-        from calmix.prune.registry import PRUNERS
-    except Exception:  # noqa: BLE001 - registry not importable: skip the name check
-        return None
+def _known_pruners() -> list[str]:
+    from calmix.prune.registry import PRUNERS
+
     return sorted(PRUNERS)
 
 
-def _known_sources() -> list[str] | None:
-    try:
-        from calmix.calib import SOURCES
-    except Exception:  # noqa: BLE001 - calibration registry not importable: skip the name check
-        return None
+def _known_sources() -> list[str]:
+    from calmix.calib import SOURCES
+
     return sorted(SOURCES)
 
 
@@ -205,8 +222,9 @@ def parse_config(data: dict, where: str = "config") -> StudyConfig:
         cfg.model = _str("study.model", s["model"])
     if "dtype" in s:
         cfg.dtype = _str("study.dtype", s["dtype"])
-        if cfg.dtype not in ("float32", "float16", "bfloat16"):
-            raise _err("study.dtype", f"must be float32, float16 or bfloat16, got {cfg.dtype!r}")
+        dtypes = dtype_names()
+        if cfg.dtype not in dtypes:
+            raise _err("study.dtype", f"must be {', '.join(dtypes[:-1])} or {dtypes[-1]}, got {cfg.dtype!r}")
     if "device" in s:
         cfg.device = _str("study.device", s["device"])
     if "seeds" in s:
@@ -217,20 +235,20 @@ def parse_config(data: dict, where: str = "config") -> StudyConfig:
         cfg.seqlen = _int("calib.seqlen", c["seqlen"], lo=2)
     cfg.sources = _list("calib.sources", c.get("sources", []), _str, allow_empty=True)
     for i, src in enumerate(cfg.sources):
-        if src.startswith("mix:") or src in ("uniform", "all", "uniform-offline"):
+        if src.startswith("mix:") or src in mix_preset_names():
             raise _err(f"calib.sources[{i}]", f"{src!r} is a mix: list it under calib.mixes")
-        if src.split(":")[0] in GENERATED_KINDS:
+        if src.split(":")[0] in generated_kinds():
             raise _err(f"calib.sources[{i}]", f"{src!r} is self-generated: list it under calib.generated")
     known = _known_sources()
-    if known is not None:
-        bad = [x for x in cfg.sources if x not in known and not _is_file_source(x)]
-        if bad:
-            raise _err("calib.sources", f"names unknown sources {bad} (known: {', '.join(known)}; or file:PATH)")
+    bad = [x for x in cfg.sources if x not in known and not _is_file_source(x)]
+    if bad:
+        raise _err("calib.sources", f"names unknown sources {bad} (known: {', '.join(known)}; or file:PATH)")
     cfg.mixes = _labelled("calib.mixes", c.get("mixes", {}))
     cfg.generated = _labelled("calib.generated", c.get("generated", {}))
+    kinds = generated_kinds()
     for label, spec in cfg.generated.items():
-        if spec.split(":")[0] not in GENERATED_KINDS:
-            raise _err(f"calib.generated.{label}", f"must start with one of {GENERATED_KINDS}, got {spec!r}")
+        if spec.split(":")[0] not in kinds:
+            raise _err(f"calib.generated.{label}", f"must start with one of {kinds}, got {spec!r}")
     for section, table in (("calib.mixes", cfg.mixes), ("calib.generated", cfg.generated)):
         for label, spec in table.items():
             _check_spec(f"{section}.{label}", spec)
@@ -249,10 +267,9 @@ def parse_config(data: dict, where: str = "config") -> StudyConfig:
     if "methods" in p:
         cfg.methods = _list("prune.methods", p["methods"], _str)
     pruners = _known_pruners()
-    if pruners is not None:
-        bad = [m for m in cfg.methods if m not in pruners]
-        if bad:
-            raise _err("prune.methods", f"names unknown pruners {bad} (known: {', '.join(pruners)})")
+    bad = [m for m in cfg.methods if m not in pruners]
+    if bad:
+        raise _err("prune.methods", f"names unknown pruners {bad} (known: {', '.join(pruners)})")
     if "sparsities" in p:
         cfg.sparsities = _list("prune.sparsities", p["sparsities"], _sparsity)
     if "patterns" in p:
@@ -281,11 +298,9 @@ def parse_config(data: dict, where: str = "config") -> StudyConfig:
 
 
 def _check_spec(key: str, spec: str) -> None:
-    """A mix or generated spec must parse (when the calibration package is importable)."""
-    try:
-        from calmix.calib.build import parse_spec
-    except Exception:  # noqa: BLE001 - calibration builder not importable: checked at run time
-        return
+    """A mix or generated spec must parse."""
+    from calmix.calib.build import parse_spec
+
     try:
         parse_spec(spec)
     except CalmixError as err:
@@ -293,12 +308,10 @@ def _check_spec(key: str, spec: str) -> None:
 
 
 def _check_eval(cfg: StudyConfig) -> None:
-    """The suite and tasks must exist (when the evaluation package is importable)."""
-    try:
-        from calmix.evals.suites import SUITES
-        from calmix.evals.tasks import TASKS
-    except Exception:  # noqa: BLE001 - evaluation package not importable: checked at run time
-        return
+    """The suite and tasks must exist."""
+    from calmix.evals.suites import SUITES
+    from calmix.evals.tasks import TASKS
+
     if cfg.suite not in SUITES:
         raise _err("eval.suite", f"names an unknown suite {cfg.suite!r} (known: {', '.join(SUITES)})")
     bad = [t for t in cfg.tasks or [] if t not in TASKS]
@@ -306,15 +319,26 @@ def _check_eval(cfg: StudyConfig) -> None:
         raise _err("eval.tasks", f"names unknown tasks {bad} (known: {', '.join(sorted(TASKS))})")
 
 
+def _shipped_presets() -> Registry[Traversable]:
+    """The study presets shipped as calmix/configs/NAME.toml, by name."""
+    reg: Registry[Traversable] = Registry("study preset")
+    for path in sorted((resources.files("calmix") / "configs").iterdir(), key=lambda p: p.name):
+        if path.name.endswith(".toml"):
+            reg.add(path.name[:-5], path)
+    return reg
+
+
+PRESETS = _shipped_presets()
+
+
 def preset_names() -> list[str]:
     """Names of the study presets shipped in calmix/configs."""
-    root = resources.files("calmix") / "configs"
-    return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
+    return PRESETS.names()
 
 
 def preset_text(name: str) -> str:
     """TOML text of a shipped preset."""
-    return (resources.files("calmix") / "configs" / f"{name}.toml").read_text()
+    return PRESETS.get(name).read_text()
 
 
 def load_config(spec: str | Path) -> tuple[StudyConfig, str]:
@@ -323,7 +347,7 @@ def load_config(spec: str | Path) -> tuple[StudyConfig, str]:
     if path.is_file():
         text = path.read_text()
         where = str(path)
-    elif str(spec) in preset_names():
+    elif str(spec) in PRESETS:
         text = preset_text(str(spec))
         where = f"preset {spec}"
     else:

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import asdict, dataclass
 
+from calmix.fingerprint import digest
 from calmix.study.config import StudyConfig
 
-
-def digest(obj) -> str:
-    """Short stable hash of a JSON-able object (the key of cells, calibration sets and dense evals)."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:20]
+KEY_LENGTH = 20  # hex characters of the keys of cells, calibration sets and dense evaluations
 
 
 @dataclass(frozen=True)
@@ -32,19 +28,24 @@ class Cell:
         return f"{self.strategy}/{self.pruner}/{self.pattern}/{self.sparsity:g}/seed{self.seed}"
 
     def to_dict(self) -> dict:
+        """The grid fields (what rebuilds the cell: `Cell(**d)`)."""
         return asdict(self)
+
+    def row(self) -> dict:
+        """The grid fields and the name, as the store records a cell."""
+        return {**self.to_dict(), "name": self.name}
 
 
 def calib_key(cfg: StudyConfig, spec: str, seed: int) -> str:
     """Key of a calibration set and its metrics: model, spec, seed and sizes define it."""
     return digest({"model": cfg.model, "dtype": cfg.dtype, "spec": spec, "seed": seed,
-                   "nsamples": cfg.nsamples, "seqlen": cfg.seqlen})
+                   "nsamples": cfg.nsamples, "seqlen": cfg.seqlen}, KEY_LENGTH)
 
 
 def dense_key(cfg: StudyConfig) -> str:
     """Key of the dense model's evaluation: model, dtype, suite, tasks, limit, eval seed."""
     return digest({"model": cfg.model, "dtype": cfg.dtype, "suite": cfg.suite, "tasks": cfg.tasks,
-                   "limit": cfg.limit, "seed": cfg.eval_seed})
+                   "limit": cfg.limit, "seed": cfg.eval_seed}, KEY_LENGTH)
 
 
 def prune_params(cfg: StudyConfig, cell: Cell) -> dict:
@@ -57,7 +58,7 @@ def cell_key(cfg: StudyConfig, cell: Cell) -> str:
     """Key of a cell's result: its calibration set, pruning parameters and dense evaluation."""
     return digest({"strategy": cell.strategy, "calib": calib_key(cfg, cell.spec, cell.seed),
                    "prune": prune_params(cfg, cell),
-                   "dense": dense_key(cfg)})
+                   "dense": dense_key(cfg)}, KEY_LENGTH)
 
 
 def build_grid(cfg: StudyConfig) -> list[Cell]:

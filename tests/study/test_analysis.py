@@ -11,7 +11,6 @@ from scipy import stats
 
 from calmix.study import analysis as A
 from calmix.study.store import Store
-from study_fixtures import AGG4, GENERAL, MATH, PPL, build_fixture
 
 
 def test_spearman_hand_computed():
@@ -42,8 +41,8 @@ def test_spearman_matches_scipy_on_random_data_with_ties():
         assert rho == pytest.approx(np.corrcoef(rx, ry)[0, 1])
 
 
-def test_table_uses_single_sources_only_pooled_over_seeds(tmp_path):
-    fx = build_fixture(tmp_path / "s", with_failed=False)
+def test_table_uses_single_sources_only_pooled_over_seeds(tmp_path, fake_study, fake_truth):
+    fx = fake_study(tmp_path / "s", with_failed=False)
     with Store(tmp_path / "s") as store:
         df = A.cells_frame(store.cells())
     assert len(df) == len(fx["cells"])
@@ -52,16 +51,16 @@ def test_table_uses_single_sources_only_pooled_over_seeds(tmp_path):
     row = sp[(sp.metric == "ppl") & (sp.dimension == "Math")].iloc[0]
     # ppl rises 10..50 (+ seed), Math falls monotonically: rho = -1
     assert row.rho == pytest.approx(-1.0)
-    srcs = sorted(PPL)
-    ref = stats.spearmanr([AGG4[s] for s in srcs], [GENERAL[s] for s in srcs])
+    srcs = sorted(fake_truth.PPL)
+    ref = stats.spearmanr([fake_truth.AGG4[s] for s in srcs], [fake_truth.GENERAL[s] for s in srcs])
     row = sp[(sp.metric == "agg4") & (sp.dimension == "General")].iloc[0]
     assert row.rho == pytest.approx(ref.statistic) and row.p == pytest.approx(ref.pvalue)
-    ref = stats.spearmanr([PPL[s] for s in srcs], [MATH[s] for s in srcs])
+    ref = stats.spearmanr([fake_truth.PPL[s] for s in srcs], [fake_truth.MATH[s] for s in srcs])
     assert ref.statistic == pytest.approx(-1.0)
 
 
-def test_retention_and_strategy_tables(tmp_path):
-    build_fixture(tmp_path / "s", with_failed=False)
+def test_retention_and_strategy_tables(tmp_path, fake_study):
+    fake_study(tmp_path / "s", with_failed=False)
     with Store(tmp_path / "s") as store:
         df = A.cells_frame(store.cells())
     rt = A.retention_table(df)

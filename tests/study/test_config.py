@@ -9,19 +9,9 @@ import pytest
 
 from calmix.errors import CalmixError
 from calmix.study.config import load_config, parse_config, preset_names
-from calmix.study.grid import build_grid, cell_key
 
-BASE = {
-    "study": {"name": "t", "model": "default", "seeds": [0, 1], "reference": "stdlib"},
-    "calib": {"nsamples": 2, "seqlen": 32, "sources": ["stdlib", "gsm-symbolic"], "mixes": ["uniform-offline"],
-              "generated": {"igsp": "igsp"}},
-    "prune": {"methods": ["sparsegpt"], "sparsities": [0.5, 0.6], "patterns": ["unstructured", "2:4"]},
-    "eval": {"suite": "small-offline", "limit": 3},
-}
-
-
-def _with(section, key, value):
-    data = {k: dict(v) for k, v in BASE.items()}
+def _with(base, section, key, value):
+    data = {k: dict(v) for k, v in base.items()}
     if value is _DEL:
         data[section].pop(key)
     else:
@@ -56,24 +46,8 @@ def test_quick_sources_need_no_hub_and_no_shared_data():
         assert "package" in src.origins() and not src.local and src.hub is None, name
 
 
-def test_grid_keys_and_nm_dedup():
-    cfg = parse_config(BASE)
-    cells = build_grid(cfg)
-    # 4 strategies x (2 unstructured sparsities + one 2:4 cell) x 2 seeds
-    assert len(cells) == 4 * 3 * 2
-    assert {c.sparsity for c in cells if c.pattern == "2:4"} == {0.5}
-    keys = [cell_key(cfg, c) for c in cells]
-    assert len(set(keys)) == len(keys)
-    # keys are stable and depend on what defines the result
-    assert keys == [cell_key(parse_config(BASE), c) for c in build_grid(parse_config(BASE))]
-    other = parse_config(_with("calib", "nsamples", 4))
-    assert cell_key(other, cells[0]) != keys[0]
-    assert parse_config(_with("study", "device", "cuda")).fingerprint() == cfg.fingerprint()
-    assert other.fingerprint() != cfg.fingerprint()
-
-
-def test_round_trip_through_toml_dict():
-    cfg = parse_config(BASE)
+def test_round_trip_through_toml_dict(grid_config):
+    cfg = parse_config(grid_config)
     assert parse_config(cfg.to_toml_dict()) == cfg
 
 
@@ -103,20 +77,21 @@ def test_round_trip_through_toml_dict():
     ("eval", "suite", "huge", "eval.suite"),
     ("calib", "mixes", {"m": "mix:stdlib=1,nope=2"}, "calib.mixes.m"),
 ])
-def test_bad_values_name_the_key(section, key, value, named):
+def test_bad_values_name_the_key(section, key, value, named, grid_config):
     with pytest.raises(CalmixError, match=re.escape(f"`{named}`")):
-        parse_config(_with(section, key, value))
+        parse_config(_with(grid_config, section, key, value))
 
 
-def test_structure_errors_name_the_key(tmp_path):
+def test_structure_errors_name_the_key(tmp_path, grid_config):
+    base = grid_config
     with pytest.raises(CalmixError, match="`model`"):
-        parse_config({**BASE, "model": {"x": 1}})
+        parse_config({**base, "model": {"x": 1}})
     with pytest.raises(CalmixError, match="`eval`"):
-        parse_config({**BASE, "eval": 3})
+        parse_config({**base, "eval": 3})
     with pytest.raises(CalmixError, match="`calib`"):
-        parse_config({**BASE, "calib": {**BASE["calib"], "mixes": {"stdlib": "uniform-offline"}}})
+        parse_config({**base, "calib": {**base["calib"], "mixes": {"stdlib": "uniform-offline"}}})
     with pytest.raises(CalmixError, match="`calib.sources`"):
-        parse_config({**BASE, "calib": {"sources": []}})
+        parse_config({**base, "calib": {"sources": []}})
     bad = tmp_path / "bad.toml"
     bad.write_text("[study\nname=1")
     with pytest.raises(CalmixError, match="not valid TOML"):
@@ -132,3 +107,19 @@ def test_repo_configs_are_the_package_presets():
     for name in ("quick", "paper"):
         assert tomllib.loads((root / "configs" / f"{name}.toml").read_text()) == tomllib.loads(
             (root / "calmix" / "configs" / f"{name}.toml").read_text())
+
+
+def test_presets_and_dtypes_come_from_their_registries(grid_config):
+    from calmix.study.config import PRESETS
+
+    assert PRESETS.names() == preset_names() == ["paper", "quick"]
+    with pytest.raises(CalmixError, match="unknown study preset 'quik'.*did you mean 'quick'"):
+        PRESETS.get("quik")
+    # the canonical dtype names of calmix.models.DTYPES; its aliases (bf16, fp32, fp16) are not study dtypes
+    for alias in ("bf16", "fp32", "fp16"):
+        with pytest.raises(CalmixError, match=r"`study.dtype` must be float32, bfloat16 or float16, got"):
+            parse_config(_with(grid_config, "study", "dtype", alias))
+    assert parse_config(_with(grid_config, "study", "dtype", "bfloat16")).dtype == "bfloat16"
+    for mix in ("uniform", "uniform-offline", "all"):
+        with pytest.raises(CalmixError, match=re.escape(f"'{mix}' is a mix")):
+            parse_config(_with(grid_config, "calib", "sources", [mix]))

@@ -7,14 +7,13 @@ import re
 
 from calmix.cli import main
 from calmix.study.report import report_study
-from study_fixtures import build_fixture
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def test_report_from_fixture_study(tmp_path, capsys):
+def test_report_from_fixture_study(tmp_path, capsys, fake_study):
     out = tmp_path / "study"
-    build_fixture(out)
+    fake_study(out)
     paths = report_study(out)
     md = paths["markdown"].read_text()
     html = paths["html"].read_text()
@@ -26,7 +25,10 @@ def test_report_from_fixture_study(tmp_path, capsys):
     # headline: best single source, per-dimension winners, mix vs best single, IGSP vs Self-Cal
     head = md.split("## Headline")[1].split("\n## ")[0]
     assert "Math is kept best by `pydoc-topics`" in head and "Code is kept best by `stdlib`" in head
-    assert "Best single source: `gsm-symbolic`" in head or "Best single source:" in head
+    assert "Best single source:" in head
+    # by hand from the fixture's base values: stdlib (45 + 81 + 30 + 48) / 4 + 5 (sparsity 0.5) = 56.0, seeds at
+    # -0.5 / +0.5 give std sqrt(0.5) = 0.7; the next best source, rg-logic, keeps 50.25
+    assert "Best single source: `stdlib` with 56.0 ± 0.7% total retention" in head
     assert "The mix `uniform` keeps" in head and "IGSP keeps" in head and "Seed spread" in head
     assert "vs Self-Cal" in head  # SGS has a failed seed but its other seed still counts
     # the strategy table shows mean ± std over seeds and the gap to the reference
@@ -52,9 +54,9 @@ def test_report_from_fixture_study(tmp_path, capsys):
     assert "report.html" in capsys.readouterr().out
 
 
-def test_report_with_sparsity_sweep(tmp_path):
+def test_report_with_sparsity_sweep(tmp_path, fake_study):
     out = tmp_path / "sweep"
-    build_fixture(out, with_failed=False, sparsities=(0.3, 0.6))
+    fake_study(out, with_failed=False, sparsities=(0.3, 0.6))
     paths = report_study(out)
     names = {p.name for p in paths["plots"]}
     assert "sparsity_sparsegpt.png" in names

@@ -1,10 +1,9 @@
 """Runner on the tiny model: a run killed with SIGKILL mid-grid resumes with every cell done exactly once;
-failed cells are recorded and retried; a folder holding another study is refused; the Ray backend matches."""
+failed cells are recorded and retried; a folder holding another study is refused; backends come from a registry."""
 
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -13,55 +12,16 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from calmix.cli import main
 from calmix.errors import CalmixError
 from calmix.study.config import load_config
+from calmix.study.folder import study_status
 from calmix.study.grid import build_grid, cell_key
-from calmix.study.runner import calib_from_bytes, run_study, study_status
+from calmix.study.runner import BACKENDS, run_study
 from calmix.study.store import Store
 
 ROOT = Path(__file__).resolve().parents[2]
-TASKS = '["humaneval_probe_pkg", "gsm_symbolic_probe"]'
-
-
-@pytest.fixture(scope="module")
-def tiny_folder(tmp_path_factory, default_tokenizer):
-    """The tiny random LLaMA saved as a local HF folder with the default tokenizer."""
-    from calmix.models import tiny_llama
-
-    path = tmp_path_factory.mktemp("tiny") / "model"
-    model = tiny_llama(vocab_size=len(default_tokenizer), seed=0)
-    model.config.eos_token_id = default_tokenizer.eos_token_id
-    model.config.bos_token_id = default_tokenizer.bos_token_id
-    model.config.pad_token_id = default_tokenizer.pad_token_id
-    model.save_pretrained(path)
-    default_tokenizer.save_pretrained(path)
-    return path
-
-
-def write_config(path: Path, model: Path, sources: list[str], extra: str = "", methods: str = '["sparsegpt"]') -> Path:
-    src = ", ".join(f'"{s}"' for s in sources)
-    path.write_text(f"""
-[study]
-name = "tiny"
-model = "{model}"
-seeds = [0, 1]
-[calib]
-nsamples = 2
-seqlen = 32
-sources = [{src}]
-{extra}
-[prune]
-methods = {methods}
-sparsities = [0.5]
-[eval]
-suite = "small-offline"
-tasks = {TASKS}
-limit = 2
-""")
-    return path
 
 
 def _counts(db: Path) -> dict[str, int]:
@@ -72,10 +32,10 @@ def _counts(db: Path) -> dict[str, int]:
         con.close()
 
 
-def test_killed_run_resumes_with_every_cell_done_once(tmp_path, tiny_folder):
+def test_killed_run_resumes_with_every_cell_done_once(tmp_path, tiny_dir, write_tiny_config):
     empty = tmp_path / "empty.txt"
     empty.write_text("")
-    cfg_path = write_config(tmp_path / "tiny.toml", tiny_folder, ["stdlib", f"file:{empty}"])
+    cfg_path = write_tiny_config(tmp_path / "tiny.toml", tiny_dir, ["stdlib", f"file:{empty}"])
     cfg, _ = load_config(cfg_path)
     out = tmp_path / "study"
     db = out / "study.db"
@@ -158,7 +118,7 @@ def test_killed_run_resumes_with_every_cell_done_once(tmp_path, tiny_folder):
     assert "Headline" in (out / "report.md").read_text()
 
     # a different study in the same folder is refused, then accepted with --force
-    other = write_config(tmp_path / "other.toml", tiny_folder, ["stdlib"])
+    other = write_tiny_config(tmp_path / "other.toml", tiny_dir, ["stdlib"])
     with pytest.raises(CalmixError, match="holds a different study"):
         run_study(load_config(other)[0], other.read_text(), out, progress=False)
     assert main(["study", "run", str(other), "--out", str(out), "--quiet"]) == 2
@@ -170,54 +130,8 @@ def test_killed_run_resumes_with_every_cell_done_once(tmp_path, tiny_folder):
     assert (out / "study.toml").read_text() == other.read_text()
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("ray") is None,
-                    reason="Ray is not installed (pip install 'calmix[ray]')")
-def test_ray_backend_matches_local(tmp_path, tiny_folder):
-    # magnitude pruning: the engine's SparseGPT/Wanda grouping of linears by input data_ptr can vary from run to
-    # run (allocator address reuse), which would make even two local runs differ; magnitude is order-free.
-    cfg_path = write_config(tmp_path / "tiny.toml", tiny_folder, ["stdlib"],
-                            'mixes = { mix = "mix:stdlib=1,gsm-symbolic=1" }', methods='["magnitude"]')
-    cfg, text = load_config(cfg_path)
-    local = run_study(cfg, text, tmp_path / "local", progress=False)
-    # same torch thread count as this process (conftest: 2) so that float sums match bit for bit
-    ray = run_study(cfg, text, tmp_path / "ray", backend="ray", progress=False, num_cpus=2, threads=2)
-    assert local["status"]["done"] == ray["status"]["done"] == len(build_grid(cfg)) == 4
-    with Store(tmp_path / "local") as a, Store(tmp_path / "ray") as b:
-        ra = {r["key"]: r["result"] for r in a.cells()}
-        rb = {r["key"]: r["result"] for r in b.cells()}
-        for row in a.cells():
-            ca = calib_from_bytes(a.get_calib(row["calib_key"])["data"])
-            cb = calib_from_bytes(b.get_calib(row["calib_key"])["data"])
-            assert torch.equal(ca.input_ids, cb.input_ids)
-        da = a.get_dense(row["dense_key"])["result"]
-        db = b.get_dense(row["dense_key"])["result"]
-        assert da["dimensions"] == db["dimensions"]
-    assert set(ra) == set(rb)
-    for k in ra:
-        for dim in ("Code", "Math", "Total"):
-            assert rb[k]["retention"][dim] == pytest.approx(ra[k]["retention"][dim], rel=1e-9)
-        assert rb[k]["calib_metrics"] == ra[k]["calib_metrics"]
-
-
-def test_ray_missing_is_a_clear_error(monkeypatch, tmp_path, tiny_folder):
-    import builtins
-
-    real = builtins.__import__
-
-    def fake(name, *a, **kw):
-        if name == "ray":
-            raise ImportError("no ray")
-        return real(name, *a, **kw)
-
-    monkeypatch.setattr(builtins, "__import__", fake)
-    cfg_path = write_config(tmp_path / "tiny.toml", tiny_folder, ["stdlib"])
-    assert main(["study", "run", str(cfg_path), "--out", str(tmp_path / "o"), "--backend", "ray"]) == 2
-    cfg, text = load_config(cfg_path)
-    with pytest.raises(CalmixError, match=r"pip install 'calmix\[ray\]'"):
-        run_study(cfg, text, tmp_path / "o", backend="ray")
-    assert not (tmp_path / "o").exists()
-
-
-def test_status_of_a_folder_without_study(tmp_path):
-    assert main(["study", "status", str(tmp_path)]) == 2
-    shutil.rmtree(tmp_path)
+def test_backends_are_a_registry():
+    assert BACKENDS.names() == ["local", "ray"]
+    assert BACKENDS.get("ray").options == ("num_cpus", "address", "threads") and BACKENDS.get("local").options == ()
+    with pytest.raises(CalmixError, match="unknown backend 'lcoal'.*did you mean 'local'"):
+        run_study(None, "", "unused", backend="lcoal")

@@ -1,11 +1,32 @@
-"""A synthetic study stored through the store API (no model): known retentions and metrics per source/seed."""
+"""Study fixtures: a synthetic study stored through the store API (no model) with known retentions and metrics
+per source/seed (`fake_study`, `fake_truth`), and the tiny model's study config (`write_tiny_config`)."""
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 from calmix.study.config import parse_config
+from calmix.study.folder import prepare_folder
 from calmix.study.grid import build_grid, calib_key, cell_key, dense_key
+
+GRID_CONFIG = {
+    "study": {"name": "t", "model": "default", "seeds": [0, 1], "reference": "stdlib"},
+    "calib": {"nsamples": 2, "seqlen": 32, "sources": ["stdlib", "gsm-symbolic"], "mixes": ["uniform-offline"],
+              "generated": {"igsp": "igsp"}},
+    "prune": {"methods": ["sparsegpt"], "sparsities": [0.5, 0.6], "patterns": ["unstructured", "2:4"]},
+    "eval": {"suite": "small-offline", "limit": 3},
+}
+
+
+@pytest.fixture()
+def grid_config() -> dict:
+    """A small study config (TOML layout): 4 strategies, 2 seeds, sparsities 0.5 and 0.6 unstructured plus 2:4."""
+    return copy.deepcopy(GRID_CONFIG)
+
 
 SOURCES = ["pydoc-topics", "stdlib", "licences", "rg-logic", "gsm-symbolic"]
 # per source: (ppl, agg4) and a base retention per dimension; Math falls with ppl, General rises with it
@@ -59,8 +80,6 @@ def retention_of(strategy: str, seed: int, sparsity: float) -> dict:
 
 def build_fixture(out: Path, with_failed: bool = True, **kw) -> dict:
     """Write study.toml and study.db holding every cell of the fixture config (one failed if asked)."""
-    from calmix.study.runner import prepare_folder
-
     data = config_dict(**kw)
     cfg = parse_config(data)
     out.mkdir(parents=True, exist_ok=True)
@@ -83,3 +102,48 @@ def build_fixture(out: Path, with_failed: bool = True, **kw) -> dict:
                         "calib_metrics": metrics, "scores": {}}, 1.0)
     store.close()
     return {"cfg": cfg, "cells": cells, "failed": failed}
+
+
+@pytest.fixture()
+def fake_study():
+    """`fake_study(out, with_failed=True, sources=..., sparsities=...)` writes the synthetic study into out."""
+    return build_fixture
+
+
+@pytest.fixture()
+def fake_truth():
+    """The synthetic study's per-source values: PPL, AGG4 (metrics), GENERAL, MATH (base retentions)."""
+    return SimpleNamespace(PPL=PPL, AGG4=AGG4, GENERAL=GENERAL, MATH=MATH)
+
+
+TASKS = '["humaneval_probe_pkg", "gsm_symbolic_probe"]'
+
+
+def write_config(path: Path, model: Path, sources: list[str], extra: str = "", methods: str = '["sparsegpt"]') -> Path:
+    """A two-seed study TOML on the model folder `model` with two small offline tasks."""
+    src = ", ".join(f'"{s}"' for s in sources)
+    path.write_text(f"""
+[study]
+name = "tiny"
+model = "{model}"
+seeds = [0, 1]
+[calib]
+nsamples = 2
+seqlen = 32
+sources = [{src}]
+{extra}
+[prune]
+methods = {methods}
+sparsities = [0.5]
+[eval]
+suite = "small-offline"
+tasks = {TASKS}
+limit = 2
+""")
+    return path
+
+
+@pytest.fixture()
+def write_tiny_config():
+    """`write_tiny_config(path, model_dir, sources, extra="", methods='["sparsegpt"]')` writes a tiny study TOML."""
+    return write_config
