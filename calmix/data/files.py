@@ -1,4 +1,4 @@
-"""File readers: text, JSON lines, JSON, parquet (optionally gzipped) into records, records into text, text into chunks."""
+"""File readers: text, JSON lines, JSON, parquet (optionally gzipped) -> records -> text, and text chunking."""
 
 from __future__ import annotations
 
