@@ -3,26 +3,22 @@
     python bench/calib.py [--nsamples 32] [--seqlen 512] [--gen-nsamples 32 --gen-seqlen 512] [--dtype bfloat16]
                           [--no-metrics] [--no-selfgen] [--out FILE.json]
 
-Prints per source: documents read, stream tokens, build seconds, and, when calmix.calib.metrics is present,
-the information metrics (dense perplexity with the default model); when calmix.calib.selfgen is present,
-the generation time of Self-Cal / SGS / IGSP sets.
+Prints per source: documents read, stream tokens, build seconds and the information metrics (dense perplexity
+with the default model), then the generation time of Self-Cal / SGS / IGSP sets. Run it from the checkout with
+calmix installed (pip install -e .).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import torch
 
-import torch  # noqa: E402
-
-from calmix.calib.build import build_calib  # noqa: E402
-from calmix.calib.sources import SOURCES  # noqa: E402
-from calmix.runrecord import peak_rss_mb, write_json_atomic  # noqa: E402
+from calmix.calib.build import build_calib
+from calmix.calib.sources import SOURCES
+from calmix.runrecord import peak_rss_mb, write_json_atomic
 
 METRIC_COLS = ("ppl", "agg4", "repetition", "distinct_1", "distinct_4", "vocab_coverage", "entropy", "zipf",
                "compression")
@@ -58,8 +54,8 @@ def main(argv: list[str] | None = None) -> int:
     from calmix.models import load_model, load_tokenizer
 
     t0 = time.perf_counter()
-    have_metrics = importlib.util.find_spec("calmix.calib.metrics") is not None and not args.no_metrics
-    have_selfgen = importlib.util.find_spec("calmix.calib.selfgen") is not None and not args.no_selfgen
+    have_metrics = not args.no_metrics
+    have_selfgen = not args.no_selfgen
     model = None
     if (have_metrics and args.ppl_sources != "none") or have_selfgen:
         model, tok = load_model(args.model, dtype=args.dtype)

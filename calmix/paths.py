@@ -7,13 +7,15 @@ from pathlib import Path
 
 
 def shared_data() -> Path | None:
-    """Root of the real offline datasets: $CALMIX_DATA, else ../shared/data beside the checkout, else None."""
+    """Root of the real offline datasets: $CALMIX_DATA, else ../shared/data beside the checkout, else None.
+
+    A CALMIX_DATA that names a missing folder means "no data root" (it never falls back to ../shared)."""
     env = os.environ.get("CALMIX_DATA")
     if env:
         p = Path(env).expanduser()
         return p if p.is_dir() else None
     here = Path(__file__).resolve().parent.parent
-    for cand in (here.parent / "shared" / "data", Path.cwd().parent / "shared" / "data", Path.cwd() / "shared" / "data"):
+    for cand in (here.parent / "shared" / "data", Path.cwd().parent / "shared" / "data"):
         if cand.is_dir():
             return cand
     return None

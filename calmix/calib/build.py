@@ -8,29 +8,41 @@ import random
 import time
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import cached_property
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from calmix import fingerprint
 from calmix.calib.calibset import CalibSet
 from calmix.calib.generated import GENERATORS, generate_set
 from calmix.calib.sources import SOURCES, HubRef, Source, get_source
 from calmix.errors import CalmixError
+from calmix.lm import join_token
+from calmix.registry import Registry
 
 BUILD_VERSION = 1  # bump when the window-drawing convention changes (invalidates the cache)
 TOKEN_BUDGET_FACTOR = 4  # tokenize documents until the stream holds this many times the requested tokens
 GEN_KINDS = tuple(GENERATORS.names())
 DOC_EXTS = (".txt", ".jsonl", ".json", ".parquet", ".gz")
 
-# Presets: one capability slot per dimension, each a preference list (first available wins).
-PRESETS: dict[str, tuple[tuple[str, tuple[str, ...]], ...]] = {
-    "uniform": (("General", ("c4",)), ("Commonsense", ("csqa", "commonsense")),
-                ("Code", ("codealpaca",)), ("Math", ("metamath", "gsm8k"))),
-    "uniform-offline": (("General", ("pydoc-topics",)), ("Commonsense", ("rg-logic",)),
-                        ("Code", ("stdlib",)), ("Math", ("gsm-symbolic",))),
-}
-PRESET_NAMES = (*PRESETS, "all")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named mix: one capability slot per dimension, each a preference list (first available wins);
+    slots=None is every available source of the registry (except composites of other sources)."""
+
+    slots: tuple[tuple[str, tuple[str, ...]], ...] | None
+
+
+PRESETS: Registry[Preset] = Registry("calibration preset")
+PRESETS.add("uniform", Preset((("General", ("c4",)), ("Commonsense", ("csqa", "commonsense")),
+                               ("Code", ("codealpaca",)), ("Math", ("metamath", "gsm8k")))))
+PRESETS.add("uniform-offline", Preset((("General", ("pydoc-topics",)), ("Commonsense", ("rg-logic",)),
+                                       ("Code", ("stdlib",)), ("Math", ("gsm-symbolic",)))))
+PRESETS.add("all", Preset(None))
 
 
 @dataclass(frozen=True)
@@ -65,9 +77,14 @@ class ParsedSpec:
 
     text: str
     kind: str  # "mix" (incl. single sources and presets) | "set"
-    parts: tuple[tuple[SpecPart, Fraction], ...] = ()
+    given: tuple[tuple[SpecPart, Fraction], ...] = ()
     preset: str | None = None
     path: str = ""
+
+    @cached_property
+    def parts(self) -> tuple[tuple[SpecPart, Fraction], ...]:
+        """The weighted components; a preset picks its sources by what is available here, when first asked."""
+        return tuple(_preset_parts(self.preset)) if self.preset is not None else self.given
 
     @property
     def canonical(self) -> str:
@@ -159,17 +176,18 @@ def _parse_part(text: str) -> SpecPart:
     if p.exists() and (p.is_dir() or p.suffix.lower() in DOC_EXTS):
         return SpecPart("file", f"file:{p}", path=str(p))
     raise CalmixError(f"unknown calibration source {text!r}; known: {', '.join(sorted(SOURCES))}; "
-                      f"or file:PATH, hub:ID, mix:a=1,b=1, {', '.join(PRESET_NAMES)}, {', '.join(GEN_KINDS)}")
+                      f"or file:PATH, hub:ID, mix:a=1,b=1, {', '.join(PRESETS)}, {', '.join(GEN_KINDS)}")
 
 
 def _preset_parts(name: str) -> list[tuple[SpecPart, Fraction]]:
-    if name == "all":
+    slots = PRESETS.get(name).slots
+    if slots is None:
         names = [n for n, s in SOURCES.items() if s.in_all and s.available()[0]]
         if not names:
             raise CalmixError("no calibration source is available here: install reasoning-gym or set CALMIX_DATA")
         return [(SpecPart("source", n, name=n), Fraction(1)) for n in names]
     parts = []
-    for dim, prefs in PRESETS[name]:
+    for dim, prefs in slots:
         pick = next((n for n in prefs if SOURCES[n].available()[0]), None)
         if pick is None:
             why = SOURCES[prefs[-1]].available()[1]
@@ -180,12 +198,13 @@ def _preset_parts(name: str) -> list[tuple[SpecPart, Fraction]]:
 
 
 def parse_spec(spec: str) -> ParsedSpec:
-    """Validate a calibration spec string and resolve presets; raises CalmixError on bad input."""
+    """Validate a calibration spec string; raises CalmixError on bad input. A preset resolves to the sources
+    available here when its parts are first used (so a config naming it loads on any machine)."""
     if not isinstance(spec, str) or not spec.strip():
         raise CalmixError("empty calibration spec: give a source name (see `calmix sources`), file:PATH, mix:..., or a preset")
     text = spec.strip()
-    if text in PRESET_NAMES:
-        return ParsedSpec(text, "mix", tuple(_preset_parts(text)), preset=text)
+    if text in PRESETS:
+        return ParsedSpec(text, "mix", preset=text)
     if text.startswith("mix:"):
         body = text[4:]
         parts: list[tuple[SpecPart, Fraction]] = []
@@ -235,16 +254,7 @@ def largest_remainder(weights: list[Fraction] | list[float], total: int) -> list
 
 def derive_seed(seed: int, label: str) -> int:
     """A per-component seed from the set seed and the component's label (stable across mixes)."""
-    return int.from_bytes(hashlib.sha256(f"{seed}|{label}".encode()).digest()[:8], "little") & (2**63 - 1)
-
-
-def eos_id(tokenizer) -> int:
-    """The token that joins documents: EOS, else SEP, else a CalmixError."""
-    for attr in ("eos_token_id", "sep_token_id"):
-        tid = getattr(tokenizer, attr, None)
-        if tid is not None:
-            return int(tid)
-    raise CalmixError("the tokenizer has no EOS token to join documents: use a tokenizer with eos_token")
+    return fingerprint.seed_from(seed, label)
 
 
 _TOK_INFO: dict[int, tuple[object, dict]] = {}
@@ -256,9 +266,9 @@ def tokenizer_info(tokenizer) -> dict:
     if hit is not None and hit[0] is tokenizer:
         return hit[1]
     vocab = tokenizer.get_vocab()
-    digest = hashlib.sha256(json.dumps(sorted(vocab.items()), ensure_ascii=False).encode()).hexdigest()[:16]
+    digest = fingerprint.digest(json.dumps(sorted(vocab.items()), ensure_ascii=False), 16)
     info = {"name": getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__,
-            "vocab_size": len(tokenizer), "vocab_sha256": digest, "eos_token_id": eos_id(tokenizer)}
+            "vocab_size": len(tokenizer), "vocab_sha256": digest, "eos_token_id": join_token(tokenizer)}
     _TOK_INFO[id(tokenizer)] = (tokenizer, info)
     return info
 
@@ -279,7 +289,7 @@ def token_stream(src: Source, tokenizer, budget: int, seed: int, batch: int = 64
     docs = src.documents()
     order = list(range(len(docs)))
     random.Random(seed).shuffle(order)
-    eos = eos_id(tokenizer)
+    eos = join_token(tokenizer)
     chunks: list[list[int]] = []
     total = used = 0
     for start in range(0, len(order), batch):
@@ -344,7 +354,7 @@ def cache_key(parsed: ParsedSpec, counts: list[int], tokenizer, nsamples: int, s
     if parsed.needs_model:
         key["model"] = model_info(model) if model is not None else None
         key["device"] = str(device)
-    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+    return fingerprint.digest(key, 24)
 
 
 def build_calib(spec: str | ParsedSpec, tokenizer, nsamples: int, seqlen: int, seed: int = 0, model=None,

@@ -32,8 +32,10 @@ def register(subparsers) -> None:
 
 
 def _common(p: argparse.ArgumentParser, what: str) -> None:
+    from calmix.calib.build import GEN_KINDS, PRESETS
+
     p.add_argument("spec", metavar=what, help="source name, file:PATH[:FIELD], hub:ID[:CONFIG][:SPLIT][:FIELD], "
-                   "mix:a=1,b=1, uniform, uniform-offline, all, selfcal/sgs/igsp[:k=v], or a saved .pt/.json set")
+                   f"mix:a=1,b=1, {', '.join(PRESETS)}, {'/'.join(GEN_KINDS)}[:k=v], or a saved .pt/.json set")
     p.add_argument("--model", default="default", help="model spec (folder, hub id, .gguf, default, gemma3-270m)")
     p.add_argument("--nsamples", type=int, default=128)
     p.add_argument("--seqlen", type=int, default=2048)
@@ -71,6 +73,7 @@ def _positive(args) -> None:
 
 def cmd_sources(args) -> int:
     """Print the registry: name, dimension, origins, availability here and why."""
+    from calmix.calib.build import GEN_KINDS, PRESETS
     from calmix.calib.sources import SOURCES
 
     rows = []
@@ -88,8 +91,8 @@ def cmd_sources(args) -> int:
     for r in rows:
         print(f"{r['name']:<{w}}  {r['dimension']:<11}  {r['origins']:<17}  {'yes' if r['available'] else 'no ':<4}  {r['where']}")
     n_ok = sum(r["available"] for r in rows)
-    print(f"{n_ok}/{len(rows)} sources available here; presets: uniform, uniform-offline, all; "
-          "generic: file:PATH[:FIELD], hub:ID[:CONFIG][:SPLIT][:FIELD], mix:a=1,b=1; generated: selfcal, sgs, igsp")
+    print(f"{n_ok}/{len(rows)} sources available here; presets: {', '.join(PRESETS)}; "
+          f"generic: file:PATH[:FIELD], hub:ID[:CONFIG][:SPLIT][:FIELD], mix:a=1,b=1; generated: {', '.join(GEN_KINDS)}")
     return 0
 
 

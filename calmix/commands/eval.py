@@ -81,7 +81,7 @@ def _fmt(x) -> str:
 
 def print_table(scores, retention: dict | None, file=None) -> None:
     """Per-task and per-dimension scores (and retention) as a plain text table."""
-    from calmix.evals.tasks import DIMENSIONS
+    from calmix.data.dimensions import DIMENSIONS
 
     file = file or sys.stdout
     rtasks = (retention or {}).get("tasks", {})

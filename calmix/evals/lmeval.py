@@ -10,7 +10,9 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from calmix.data.reserved import eval_file
 from calmix.errors import CalmixError
+from calmix.evals.formats import QA_PROMPT, SHORT_QA_PROMPT
 from calmix.paths import shared_data
 
 LMEVAL_MISSING = "lm-eval is not installed: pip install 'calmix[lm-eval]'"
@@ -41,17 +43,19 @@ class LocalTask:
     dimension: str = "Commonsense"
 
 
-# Formats equal calmix.evals.tasks (fmt_arc, fmt_piqa, fmt_obqa, fmt_copa, fmt_siqa): context + " " + choice.
+# The prompts are calmix's own (calmix.evals.formats: fmt_arc, fmt_piqa, fmt_obqa, fmt_copa, fmt_siqa) with the
+# record field as a Jinja expression in the template's slot: context + " " + choice, as calmix scores them.
 LOCAL_TASKS: dict[str, LocalTask] = {
-    "calmix_arc_easy": LocalTask("eval/arc_easy/test.jsonl", "Question: {{question}}\nAnswer:", "{{label}}",
+    "calmix_arc_easy": LocalTask(eval_file("arc_easy", "test"), QA_PROMPT.format("{{question}}"), "{{label}}",
                                  "{{choices}}", "acc_norm"),
-    "calmix_arc_challenge": LocalTask("eval/arc_challenge/test.jsonl", "Question: {{question}}\nAnswer:", "{{label}}",
-                                      "{{choices}}", "acc_norm"),
-    "calmix_piqa": LocalTask("eval/piqa/valid.hf.jsonl", "Question: {{goal}}\nAnswer:", "{{label}}",
+    "calmix_arc_challenge": LocalTask(eval_file("arc_challenge", "test"), QA_PROMPT.format("{{question}}"),
+                                      "{{label}}", "{{choices}}", "acc_norm"),
+    "calmix_piqa": LocalTask(eval_file("piqa", "validation"), QA_PROMPT.format("{{goal}}"), "{{label}}",
                              "{{[sol1, sol2]}}", "acc_norm"),
-    "calmix_openbookqa": LocalTask("eval/openbookqa/test.jsonl", "{{query}}", "{{gold}}", "{{choices}}", "acc_norm"),
-    "calmix_copa": LocalTask("eval/copa/dev.jsonl", "{{query}}", "{{gold}}", "{{choices}}", "acc"),
-    "calmix_siqa": LocalTask("eval/siqa/dev.jsonl", "Q: {{question.strip()}}\nA:", "{{label}}", "{{choices}}", "acc"),
+    "calmix_openbookqa": LocalTask(eval_file("openbookqa", "test"), "{{query}}", "{{gold}}", "{{choices}}", "acc_norm"),
+    "calmix_copa": LocalTask(eval_file("copa", "validation"), "{{query}}", "{{gold}}", "{{choices}}", "acc"),
+    "calmix_siqa": LocalTask(eval_file("siqa", "validation"), SHORT_QA_PROMPT.format("{{question.strip()}}"),
+                             "{{label}}", "{{choices}}", "acc"),
 }
 
 

@@ -4,25 +4,23 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from calmix.data.reserved import WIKITEXT2_HUB, eval_file, eval_path
 from calmix.errors import CalmixError
 from calmix.lm import stream_perplexity as perplexity  # the name callers import
-from calmix.paths import shared_data
-
-WIKITEXT2_HUB = ("wikitext", "wikitext-2-raw-v1", "test")
 
 
 def wikitext2_text() -> str:
-    """The WikiText-2 raw test split: ../shared/data here, the HF hub for users."""
-    root = shared_data()
-    if root is not None and (root / "calib" / "wikitext2" / "wiki.test.raw").is_file():
-        return (root / "calib" / "wikitext2" / "wiki.test.raw").read_text(encoding="utf-8")
+    """The WikiText-2 raw test split: the data root here, the HF hub for users."""
+    path = eval_path("wikitext2", "test")
+    if path is not None and path.is_file():
+        return path.read_text(encoding="utf-8")
     try:
         import datasets
     except ImportError:
-        raise CalmixError("WikiText-2 not found locally (looked for ../shared/data/calib/wikitext2/wiki.test.raw) "
+        raise CalmixError(f"WikiText-2 not found locally (looked for ../shared/data/{eval_file('wikitext2', 'test')}) "
                           "and `datasets` is not installed: pip install datasets, or pass --data FILE") from None
     try:
-        ds = datasets.load_dataset(*WIKITEXT2_HUB[:2], split=WIKITEXT2_HUB[2])
+        ds = datasets.load_dataset(*WIKITEXT2_HUB, split="test")
     except Exception as err:  # noqa: BLE001 - any hub failure is reported the same way
         raise CalmixError(f"cannot load WikiText-2 from the hub ({str(err).splitlines()[0][:120]}): "
                           "pass --data FILE with a local text file") from None

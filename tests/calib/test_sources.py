@@ -1,4 +1,4 @@
-"""Source registry: coverage of dimensions, package-only sources, loaders on the real files, eval hold-outs."""
+"""Source registry: coverage of dimensions, package-only sources, readers on the real files, eval hold-outs."""
 
 from __future__ import annotations
 
@@ -8,8 +8,10 @@ import re
 
 import pytest
 
-from calmix.calib import loaders
-from calmix.calib.sources import SOURCES, Source, _norm, adapters_mc, adapters_question, get_source
+from calmix.calib.sources import SOURCES, Source, _norm, get_source
+from calmix.calib.templates import BIGBENCH_TASKS, adapters_mc, adapters_question
+from calmix.data import bigbench, files, hub, packages
+from calmix.data.reserved import BIGBENCH_EVAL_TASKS, GSM_SYMBOLIC_EVAL_TEMPLATES
 from calmix.errors import CalmixError
 
 HAVE_RG = importlib.util.find_spec("reasoning_gym") is not None
@@ -20,9 +22,9 @@ def offline_no_data(monkeypatch, tmp_path):
     """No data root and no hub: only package-embedded sources can work."""
     monkeypatch.setenv("CALMIX_DATA", str(tmp_path / "absent"))
     monkeypatch.setenv("CALMIX_OFFLINE", "1")
-    loaders.hub_reachable.cache_clear()
+    hub.hub_reachable.cache_clear()
     yield
-    loaders.hub_reachable.cache_clear()
+    hub.hub_reachable.cache_clear()
 
 
 def _jsonl(path):
@@ -41,7 +43,7 @@ def test_registry_covers_dimensions_and_origins():
 
 
 def test_unknown_source_lists_known():
-    with pytest.raises(CalmixError, match="known: .*c4.*gsm8k"):
+    with pytest.raises(CalmixError, match="choose one of .*c4.*gsm8k"):
         get_source("nope")
 
 
@@ -69,27 +71,25 @@ def test_at_least_eight_package_only_sources(offline_no_data):
 
 
 def test_stdlib_code_excludes_tests_and_is_deterministic():
-    files = loaders.stdlib_files()
+    files = packages.stdlib_files()
     assert len(files) > 300
-    root = loaders._stdlib_root()
+    root = packages.stdlib_root()
     rel = [f.relative_to(root).as_posix() for f in files]
     assert not any(f.startswith(("test/", "tests/")) or "/test/" in f or "/tests/" in f for f in rel)
     assert "os.py" in rel and "json/decoder.py" in rel
     assert rel == sorted(rel)
-    assert files == loaders.stdlib_files()
+    assert files == packages.stdlib_files()
     assert any("def " in d for d in get_source("stdlib").documents(limit=50))
 
 
 @pytest.mark.skipif(not HAVE_RG, reason="reasoning-gym not installed")
 def test_gsm_symbolic_uses_only_calibration_templates():
-    from calmix.evals.tasks import GSM_SYMBOLIC_EVAL_TEMPLATES
-
-    tids = loaders.gsm_symbolic_calib_templates()
+    tids = packages.gsm_symbolic_calib_templates()
     assert len(tids) >= 50 and not set(tids) & set(GSM_SYMBOLIC_EVAL_TEMPLATES)
-    docs = loaders.gsm_symbolic_docs(per_template=2)
+    docs = packages.gsm_symbolic_docs(per_template=2)
     assert len(docs) == 2 * len(tids)
     assert all(d.startswith("Question: ") and "\nAnswer: " in d for d in docs)
-    assert docs == loaders.gsm_symbolic_docs(per_template=2)
+    assert docs == packages.gsm_symbolic_docs(per_template=2)
     # evaluation instances (reserved templates) never appear among calibration documents: compare question
     # skeletons (numbers and names stripped), which identify the template
     from random import Random
@@ -187,25 +187,25 @@ def test_version_changes_with_file(tmp_path):
 
 
 def test_record_text_fields_and_errors(tmp_path):
-    assert loaders.record_text({"question": "q?", "answer": "a", "id": 3}) == "q?\na"
-    assert loaders.record_text({"text": "t", "question": "q"}) == "t"
-    assert loaders.record_text({"a": "x", "b": 1, "c": "y"}) == "x\ny"
-    assert loaders.record_text({"q": "x", "sol": "y"}, ("sol",)) == "y"
+    assert files.record_text({"question": "q?", "answer": "a", "id": 3}) == "q?\na"
+    assert files.record_text({"text": "t", "question": "q"}) == "t"
+    assert files.record_text({"a": "x", "b": 1, "c": "y"}) == "x\ny"
+    assert files.record_text({"q": "x", "sol": "y"}, ("sol",)) == "y"
     with pytest.raises(CalmixError, match="no field 'zz'"):
-        loaders.record_text({"q": "x"}, ("zz",), "f:1")
+        files.record_text({"q": "x"}, ("zz",), "f:1")
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"text": "ok"}\n{"text": broken\n')
     with pytest.raises(CalmixError, match=r"bad.jsonl line 2"):
-        loaders.load_path(bad)
+        files.load_path(bad)
     binary = tmp_path / "x.txt"
     binary.write_bytes(b"\xff\xfe\x00\x01")
     with pytest.raises(CalmixError, match="UTF-8|binary"):
-        loaders.load_path(binary)
+        files.load_path(binary)
 
 
 def test_chunk_text_keeps_all_text():
     text = "\n\n".join(f"para {i} " + "x" * 300 for i in range(200))
-    chunks = loaders.chunk_text(text, max_chars=2000)
+    chunks = files.chunk_text(text, max_chars=2000)
     assert all(len(c) <= 2000 for c in chunks)
     assert "\n\n".join(chunks) == text
 
@@ -235,13 +235,13 @@ HUB_EXPECT = {"arc-easy": "Answer: B. steam", "obqa": "Answer: A. star", "boolq"
 
 @pytest.mark.parametrize("name", sorted(HUB_RECORDS))
 def test_hub_templates_on_published_schema(name):
-    hub = SOURCES[name].hub
-    text = hub.template(HUB_RECORDS[name]) if hub.template else loaders.record_text(HUB_RECORDS[name], hub.fields)
+    ref = SOURCES[name].hub
+    text = ref.template(HUB_RECORDS[name]) if ref.template else files.record_text(HUB_RECORDS[name], ref.fields)
     assert HUB_EXPECT[name] in text, text
 
 
 def test_bigbench_sources_from_the_sdist():
-    if loaders.bigbench_sdist() is None:
+    if bigbench.sdist() is None:
         pytest.skip("BIG-bench sdist not in the calmix cache (pip download --no-deps --no-binary :all: bigbench==1.0.0)")
     sq = get_source("bb-strategyqa").documents()
     assert len(sq) == 2290 and sq[0].startswith("Question: ") and "\nAnswer: " in sq[0]
@@ -252,6 +252,4 @@ def test_bigbench_sources_from_the_sdist():
     stories = get_source("bb-ropes-stories").documents()
     assert all("\n\nStory: " in d for d in stories)
     # the evaluation suite's BIG-bench tasks are different tasks
-    from calmix.evals.tasks import BIGBENCH_TASKS
-
-    assert not set(BIGBENCH_TASKS) & set(loaders.BIGBENCH_CALIB_TASKS)
+    assert not set(BIGBENCH_EVAL_TASKS) & set(BIGBENCH_TASKS)

