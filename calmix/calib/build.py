@@ -24,7 +24,6 @@ from calmix.registry import Registry
 
 BUILD_VERSION = 1  # bump when the window-drawing convention changes (invalidates the cache)
 TOKEN_BUDGET_FACTOR = 4  # tokenize documents until the stream holds this many times the requested tokens
-GEN_KINDS = tuple(GENERATORS.names())
 DOC_EXTS = (".txt", ".jsonl", ".json", ".parquet", ".gz")
 
 
@@ -137,7 +136,7 @@ def _parse_part(text: str) -> SpecPart:
     if not text:
         raise CalmixError("empty calibration spec: give a source name (see `calmix sources`), file:PATH, mix:..., or a preset")
     head, _, rest = text.partition(":")
-    if head in GEN_KINDS:
+    if head in GENERATORS:
         params: list[tuple[str, str]] = []
         for item in (x for x in rest.replace(";", ",").split(",") if x.strip()):
             k, eq, v = item.partition("=")
@@ -176,7 +175,7 @@ def _parse_part(text: str) -> SpecPart:
     if p.exists() and (p.is_dir() or p.suffix.lower() in DOC_EXTS):
         return SpecPart("file", f"file:{p}", path=str(p))
     raise CalmixError(f"unknown calibration source {text!r}; known: {', '.join(sorted(SOURCES))}; "
-                      f"or file:PATH, hub:ID, mix:a=1,b=1, {', '.join(PRESETS)}, {', '.join(GEN_KINDS)}")
+                      f"or file:PATH, hub:ID, mix:a=1,b=1, {', '.join(PRESETS)}, {', '.join(GENERATORS)}")
 
 
 def _preset_parts(name: str) -> list[tuple[SpecPart, Fraction]]:

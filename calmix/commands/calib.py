@@ -32,10 +32,11 @@ def register(subparsers) -> None:
 
 
 def _common(p: argparse.ArgumentParser, what: str) -> None:
-    from calmix.calib.build import GEN_KINDS, PRESETS
+    from calmix.calib.build import PRESETS
+    from calmix.calib.generated import GENERATORS
 
     p.add_argument("spec", metavar=what, help="source name, file:PATH[:FIELD], hub:ID[:CONFIG][:SPLIT][:FIELD], "
-                   f"mix:a=1,b=1, {', '.join(PRESETS)}, {'/'.join(GEN_KINDS)}[:k=v], or a saved .pt/.json set")
+                   f"mix:a=1,b=1, {', '.join(PRESETS)}, {'/'.join(GENERATORS)}[:k=v], or a saved .pt/.json set")
     p.add_argument("--model", default="default", help="model spec (folder, hub id, .gguf, default, gemma3-270m)")
     p.add_argument("--nsamples", type=int, default=128)
     p.add_argument("--seqlen", type=int, default=2048)
@@ -73,7 +74,8 @@ def _positive(args) -> None:
 
 def cmd_sources(args) -> int:
     """Print the registry: name, dimension, origins, availability here and why."""
-    from calmix.calib.build import GEN_KINDS, PRESETS
+    from calmix.calib.build import PRESETS
+    from calmix.calib.generated import GENERATORS
     from calmix.calib.sources import SOURCES
 
     rows = []
@@ -92,7 +94,7 @@ def cmd_sources(args) -> int:
         print(f"{r['name']:<{w}}  {r['dimension']:<11}  {r['origins']:<17}  {'yes' if r['available'] else 'no ':<4}  {r['where']}")
     n_ok = sum(r["available"] for r in rows)
     print(f"{n_ok}/{len(rows)} sources available here; presets: {', '.join(PRESETS)}; "
-          f"generic: file:PATH[:FIELD], hub:ID[:CONFIG][:SPLIT][:FIELD], mix:a=1,b=1; generated: {', '.join(GEN_KINDS)}")
+          f"generic: file:PATH[:FIELD], hub:ID[:CONFIG][:SPLIT][:FIELD], mix:a=1,b=1; generated: {', '.join(GENERATORS)}")
     return 0
 
 

@@ -94,16 +94,16 @@ class StudyConfig:
 
 def generated_kinds() -> tuple[str, ...]:
     """Names of the self-generated calibration methods (the heads of their specs)."""
-    from calmix.calib.build import GEN_KINDS
+    from calmix.calib.generated import GENERATORS
 
-    return tuple(GEN_KINDS)
+    return tuple(GENERATORS)
 
 
 def mix_preset_names() -> tuple[str, ...]:
     """Names of the calibration mix presets (uniform, uniform-offline, all)."""
-    from calmix.calib.build import PRESET_NAMES
+    from calmix.calib.build import PRESETS
 
-    return tuple(PRESET_NAMES)
+    return tuple(PRESETS)
 
 
 def dtype_names() -> list[str]:

@@ -84,7 +84,6 @@ def test_build_small_and_malformed_sources(tmp_path, capsys):
 
 
 def test_metrics_on_built_set_with_tiny_model(tmp_path, tiny_dir, data_file, capsys):
-    pytest.importorskip("calmix.calib.metrics")
     out = tmp_path / "m.json"
     rc = main(["calib", "metrics", str(data_file), "--model", str(tiny_dir), "--nsamples", "3", "--seqlen", "16",
                "--out", str(out), "--no-cache"])
@@ -96,7 +95,6 @@ def test_metrics_on_built_set_with_tiny_model(tmp_path, tiny_dir, data_file, cap
 
 
 def test_selfcal_through_cli_with_tiny_model(tmp_path, tiny_dir, capsys):
-    pytest.importorskip("calmix.calib.selfgen")
     out = tmp_path / "self.pt"
     rc = main(["calib", "build", "selfcal", "--model", str(tiny_dir), "--nsamples", "2", "--seqlen", "8",
                "--out", str(out), "--no-cache"])
