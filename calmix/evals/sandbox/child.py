@@ -130,10 +130,11 @@ def main() -> None:
     try:
         _run(solution, tests, module.__dict__)
         rc = 0
-    except BaseException:
+    except BaseException as exc:
         import traceback
 
-        traceback.print_exc()
+        tb = exc.__traceback__.tb_next.tb_next  # from the program's own frames on: main and _run are not its
+        traceback.print_exception(type(exc), exc, tb)
         rc = 1
     try:
         sys.stdout.flush()

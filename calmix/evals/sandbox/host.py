@@ -22,6 +22,7 @@ import functools
 import json
 import math
 import os
+import pwd
 import secrets
 import shutil
 import signal
@@ -71,7 +72,7 @@ def _read_roots() -> list[str]:
     """What the program may read besides its folder: the Python installation, system libraries, time zones."""
     paths = sysconfig.get_paths()
     roots = {paths["stdlib"], paths["platstdlib"], sys.base_prefix, "/usr", "/lib", "/lib64", "/lib32",
-             "/etc/localtime", "/etc/ld.so.cache", "/proc/self"}
+             "/etc/localtime", "/etc/ld.so.cache", "/proc/self", str(CHILD.parent)}
     return sorted(os.path.realpath(p) if p != "/proc/self" else p for p in roots)
 
 
@@ -82,9 +83,26 @@ def _keep() -> list[str]:
 
 
 def _covers() -> list[str]:
-    """Shared writable places hidden behind empty tmpfs: temporary folders, the home folder, the runtime folder."""
+    """Places hidden behind empty tmpfs: temporary folders, the home folders (of $HOME and of the account), the
+    runtime folder, and any folder above the Python installation that `nobody` cannot traverse (the installation
+    is bound back inside, readable)."""
     covers = {"/tmp", "/var/tmp", "/dev/shm", tempfile.gettempdir(), os.path.expanduser("~"), f"/run/user/{os.getuid()}"}
-    return sorted(os.path.realpath(c) for c in covers if c and c != "/")
+    try:
+        covers.add(pwd.getpwuid(os.geteuid()).pw_dir)
+    except KeyError:
+        pass
+    for path in _keep():
+        closed = [p for p in Path(path).parents if str(p) != "/" and not _traversable(p)]
+        if closed:
+            covers.add(str(closed[-1]))
+    return sorted(os.path.realpath(c) for c in covers if c and os.path.realpath(c) != "/")
+
+
+def _traversable(path: Path) -> bool:
+    try:
+        return bool(path.stat().st_mode & 0o001)
+    except OSError:
+        return False
 
 
 def _clean_env(cwd: str) -> dict:
@@ -157,10 +175,12 @@ def _spawn(program: str, tests: str, timeout_s: float, memory_mb: int, guard: bo
     start = time.monotonic()
     proc = None
     try:
-        proc = subprocess.Popen(cmd, cwd=workdir, env=_clean_env(workdir), stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=err, pass_fds=fds, start_new_session=True)
-        for fd in (nonce_r, verdict_w):
-            os.close(fd)
+        try:
+            proc = subprocess.Popen(cmd, cwd=workdir, env=_clean_env(workdir), stdin=subprocess.DEVNULL, stdout=out,
+                                    stderr=err, pass_fds=fds, start_new_session=True)
+        finally:  # once, here: in a threaded caller a second close could hit another run's descriptor
+            os.close(nonce_r)
+            os.close(verdict_w)
         try:
             rc = proc.wait(timeout=timeout_s)
             timed_out = False
@@ -181,11 +201,7 @@ def _spawn(program: str, tests: str, timeout_s: float, memory_mb: int, guard: bo
         return ExecResult(False, "error", "", f"sandbox: cannot start the program: {exc}", time.monotonic() - start,
                           None, {}, None)
     finally:
-        for fd in (nonce_r, verdict_w, verdict_r):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        os.close(verdict_r)
         for fh in (out, err, report, config):
             fh.close()
         shutil.rmtree(workdir, ignore_errors=True)

@@ -94,7 +94,9 @@ def readonly_view(workdir: str, covers: list[str], keep: list[str]) -> list[str]
             continue  # already visible, read-only
         os.makedirs(path, exist_ok=True)
         _mount(_b(f"/proc/self/fd/{fd}"), path, None, MS_BIND)
-        _setattr(path, ATTR_NOSUID | ATTR_NODEV | ATTR_NOEXEC | (0 if writable else ATTR_RDONLY),
+        # the writable folder is noexec (nothing written there can be mapped as code); the Python installation
+        # must stay executable for its extension modules
+        _setattr(path, ATTR_NOSUID | ATTR_NODEV | (ATTR_NOEXEC if writable else ATTR_RDONLY),
                  clr=ATTR_RDONLY if writable else 0)
         os.close(fd)
     for cover in covers:
