@@ -1,4 +1,5 @@
-"""The sandbox child, run by path as `python -S -s -B -P child.py CONFIG_FD` (standard library only).
+"""The sandbox child, run by path as `python -S -s -B -P child.py CONFIG_FD` (standard library only; the
+configuration and the report are marshal data).
 
 Order: read the configuration; isolate (namespaces, fork into the new pid namespace, read-only view, capabilities
 dropped, Landlock, seccomp); resource limits; compile; report the active protections on an inherited fd; install
@@ -8,7 +9,7 @@ verdict, and only once the tests have returned; the exit status is never the ver
 
 from __future__ import annotations
 
-import json
+import marshal
 import os
 import resource
 import signal
@@ -96,7 +97,7 @@ def main() -> None:
 
     fd = int(sys.argv[1])
     with os.fdopen(fd, "rb") as fh:
-        cfg = json.loads(fh.read())
+        cfg = marshal.loads(fh.read())  # marshal, not json: a builtin, so no imports at start-up
     prot = {"process_group": os.getpgid(0) == os.getpid(), "guard": bool(cfg["guard"])}
     try:
         prot.update(_isolate(cfg, kernel) if cfg["isolate"] else _extras(cfg, kernel))
@@ -120,9 +121,7 @@ def main() -> None:
     sys.path.remove(here)
     for name in ("guard", "kernel"):
         sys.modules.pop(name, None)
-    import types
-
-    module = types.ModuleType("__main__")
+    module = type(sys)("__main__")
     sys.modules["__main__"] = module
     guard.install(cfg["nonce_fd"], cfg["verdict_fd"], os.path.realpath(cfg["cwd"]), cfg["read_roots"],
                   (bottom, main.__code__, _run.__code__), enforce=cfg["guard"])
@@ -145,7 +144,7 @@ def main() -> None:
 
 
 def _report(fd: int, prot: dict) -> None:
-    os.write(fd, json.dumps(prot).encode())
+    os.write(fd, marshal.dumps(prot))
     os.close(fd)
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import fcntl
 import functools
-import json
+import marshal
 import math
 import os
 import pwd
@@ -168,7 +168,7 @@ def _spawn(program: str, tests: str, timeout_s: float, memory_mb: int, guard: bo
     cfg = {"cwd": workdir, "solution": program, "tests": tests, "guard": guard, "isolate": isolate,
            "rlimits": rlimits, "covers": _covers(), "keep": _keep(), "read_roots": _read_roots(),
            "report_fd": report.fileno(), "nonce_fd": nonce_r, "verdict_fd": verdict_w}
-    config.write(json.dumps(cfg).encode())
+    config.write(marshal.dumps(cfg))
     config.seek(0)
     fds = (config.fileno(), report.fileno(), nonce_r, verdict_w)
     cmd = [sys.executable, "-S", "-s", "-B", "-P", str(CHILD), str(config.fileno())]
@@ -193,8 +193,8 @@ def _spawn(program: str, tests: str, timeout_s: float, memory_mb: int, guard: bo
         marker = _drain(verdict_r)
         report.seek(0)
         try:
-            protections = json.loads(report.read().decode() or "{}")
-        except ValueError:
+            protections = marshal.loads(report.read())
+        except (EOFError, ValueError, TypeError):
             protections = {}
         stdout, stderr = _read_capped(out, max_output), _read_capped(err, max_output)
     except OSError as exc:

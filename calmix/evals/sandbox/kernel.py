@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 import struct
 
 CLONE_NEWNS, CLONE_NEWUTS, CLONE_NEWIPC = 0x00020000, 0x04000000, 0x08000000
@@ -224,7 +223,7 @@ def _bpf(code: int, k: int, jt: int = 0, jf: int = 0) -> bytes:
 
 def seccomp_filter() -> bytes | None:
     """The BPF program of the filter for this machine's architecture (None where the table does not cover it)."""
-    arch = _SYSCALLS.get(platform.machine())
+    arch = _SYSCALLS.get(os.uname().machine)
     if arch is None:
         return None
     audit_arch, clone, table = arch
