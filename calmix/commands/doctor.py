@@ -26,13 +26,12 @@ def _read(path: str) -> str:
 
 def run(args: argparse.Namespace) -> int:
     """Handler of `calmix doctor`."""
-    from calmix.evals.sandbox import active_protections, describe, isolation
+    from calmix.evals.sandbox import active_protections, describe
 
-    iso = isolation()
     prot = active_protections()
     if args.json:
-        print(json.dumps({"isolation": iso, "protections": prot}, indent=2, sort_keys=True))
-        return 0 if iso["available"] else 1
+        print(json.dumps(prot, indent=2, sort_keys=True))
+        return 0 if prot["isolated"] else 1
     print(f"sandbox: {describe(prot)}")
     print(f"kernel: user.max_user_namespaces={_read('/proc/sys/user/max_user_namespaces')}, "
           f"kernel.unprivileged_userns_clone={_read('/proc/sys/kernel/unprivileged_userns_clone')}")
@@ -40,7 +39,7 @@ def run(args: argparse.Namespace) -> int:
                 "private_proc", "guard"):
         if key in prot:
             print(f"  {key:<14}{prot[key]}")
-    if not iso["available"]:
+    if not prot["isolated"]:
         print(f"calmix: code execution will be refused: {prot['refused']}", file=sys.stderr)
         return 1
     return 0

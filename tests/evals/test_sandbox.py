@@ -304,3 +304,18 @@ def test_output_is_capped_and_hash_seed_fixed():
     assert r.passed and len(r.stdout) < 20_000 and r.stdout.endswith("[output truncated]")
     prog = "print(hash('calmix'), list({'a', 'b', 'c', 'd', 'e'}))\n"
     assert check_program(prog).stdout == check_program(prog).stdout
+
+
+def test_doctor_and_eval_report_or_refuse(monkeypatch, tmp_path, capsys):
+    from calmix.cli import main
+
+    rc = main(["doctor"])
+    out = capsys.readouterr()
+    assert rc == (0 if _isolated() else 1)
+    assert ("kernel-isolated" in out.out) == _isolated()
+    monkeypatch.setattr(host, "isolation", lambda: {"available": False, "reason": "user namespaces disabled",
+                                                     "protections": {}})
+    assert main(["doctor"]) == 1 and "--allow-unsafe-exec" in capsys.readouterr().err
+    rc = main(["eval", "--model", "no-such-model", "--tasks", "humaneval", "--out", str(tmp_path / "o.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "user namespaces disabled" in err and "--allow-unsafe-exec" in err and len(err.splitlines()) == 1
