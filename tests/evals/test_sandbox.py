@@ -319,3 +319,21 @@ def test_doctor_and_eval_report_or_refuse(monkeypatch, tmp_path, capsys):
     rc = main(["eval", "--model", "no-such-model", "--tasks", "humaneval", "--out", str(tmp_path / "o.json")])
     err = capsys.readouterr().err
     assert rc == 2 and "user namespaces disabled" in err and "--allow-unsafe-exec" in err and len(err.splitlines()) == 1
+
+
+@needs_isolation
+def test_more_escapes_fail_without_side_effects(tmp_path):
+    from calmix.evals.codeexec import run_many
+
+    keep, target = tmp_path / "keep.txt", tmp_path / "pwned"
+    keep.write_text("precious")
+    progs = ["import sys\nsys.exit(0)\n", "input()\n", f"import os\nos.popen('touch {target}').read()\n",
+             f"import os\nos.execv('/usr/bin/touch', ['touch', {str(target)!r}])\n",
+             "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:9/', timeout=1)\n",
+             f"import os\nos.symlink({str(target)!r}, 'link')\nopen('link', 'w').write('x')\n",
+             f"import os\nos.remove({str(keep)!r})\n", f"import shutil\nshutil.rmtree({str(tmp_path)!r})\n",
+             f"import os\nos.rename({str(keep)!r}, 'stolen')\n",
+             "chunks = []\nwhile True:\n    chunks.append(bytearray(50 * 1024 ** 2))\n"]
+    results = run_many(progs, timeout_s=5)
+    assert [r.status for r in results if r.passed] == [], [(p, r.status) for p, r in zip(progs, results)]
+    assert keep.read_text() == "precious" and not target.exists()
