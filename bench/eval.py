@@ -4,6 +4,7 @@ and one local multiple-choice task through calmix's scorer and through lm-eval's
     python bench/eval.py                       # both parts
     python bench/eval.py --skip-suite          # only the lm-eval comparison
     python bench/eval.py --skip-lmeval --suite small-offline
+    python bench/eval.py --sandbox 50          # only the sandbox start-up overhead per program
 
 Targets on 2 cores: the whole small suite at its default limits under 5 minutes; >= 2x lm-eval's throughput on the
 shared task with identical accuracy.
@@ -90,6 +91,32 @@ def bench_lmeval(model, tok, task: str, n: int, batch_size: int, lm_batch_size: 
     return out
 
 
+def bench_sandbox(n: int) -> dict:
+    """Median wall time of a trivial program through the sandbox against a bare start of the same interpreter; the
+    difference is the sandbox's start-up overhead per program (target < 50 ms)."""
+    import statistics
+    import subprocess
+    import sys
+
+    from calmix.evals.sandbox import check_program, describe, isolation
+
+    print(f"\n== sandbox start-up: {describe(isolation()['protections'])}")
+    bare, boxed = [], []
+    for _ in range(n):  # interleaved, so machine load hits both alike
+        t = time.perf_counter()
+        subprocess.run([sys.executable, "-S", "-s", "-B", "-P", "-c", "pass"], check=True)
+        bare.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        r = check_program("pass")
+        boxed.append(time.perf_counter() - t)
+        assert r.passed, r.stderr
+    out = {"n": n, "bare_ms": 1000 * statistics.median(bare), "sandbox_ms": 1000 * statistics.median(boxed)}
+    out["overhead_ms"] = out["sandbox_ms"] - out["bare_ms"]
+    print(f"median over {n}: bare interpreter {out['bare_ms']:.1f} ms, sandboxed program {out['sandbox_ms']:.1f} ms, "
+          f"overhead {out['overhead_ms']:.1f} ms (target < 50 ms)")
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="default")
@@ -103,8 +130,17 @@ def main() -> None:
     ap.add_argument("--skip-suite", action="store_true")
     ap.add_argument("--skip-lmeval", action="store_true")
     ap.add_argument("--json", default=None, help="also write the figures to this JSON file")
+    ap.add_argument("--sandbox", type=int, default=0, metavar="N",
+                    help="only measure the sandbox start-up overhead over N trivial programs")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.sandbox:
+        figures = {"sandbox": bench_sandbox(args.sandbox)}
+        if args.json:
+            from calmix.runrecord import write_json_atomic
+
+            write_json_atomic(args.json, figures)
+        return
 
     from calmix.models import load_model
 

@@ -34,6 +34,8 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--no-cache", action="store_true", help="recompute the dense scores instead of reading the cache")
     p.add_argument("--out", required=True, help="output JSON file (a run record is written beside it)")
+    p.add_argument("--allow-unsafe-exec", action="store_true",
+                   help="run model-written code even where the sandbox has no kernel isolation (in-process guard only)")
     p.set_defaults(func=run)
 
 
@@ -57,7 +59,8 @@ def _score(engine: str, model, tokenizer, args, suite: str, tasks: list[str] | N
 
     if engine == "calmix":
         return evaluate(model, tokenizer, suite=suite, tasks=tasks, limit=args.limit, seed=args.seed,
-                        device=args.device, batch_size=args.batch_size, progress=True)
+                        device=args.device, batch_size=args.batch_size, progress=True,
+                        allow_unsafe_exec=args.allow_unsafe_exec)
     if not tasks:
         raise CalmixError("--engine lm-eval needs --tasks (lm-eval task names), e.g. --tasks arc_easy,piqa")
     try:
@@ -98,6 +101,20 @@ def print_table(scores, retention: dict | None, file=None) -> None:
         print(f"{'Total retention':<67}{_fmt(retention.get('Total')):>12}", file=file)
 
 
+def _sandbox_check(suite: str | None, tasks: list[str] | None, allow_unsafe_exec: bool) -> None:
+    """Where the run executes model-written code, print the sandbox layers, or refuse without kernel isolation."""
+    from calmix.evals.suites import suite_tasks
+    from calmix.evals.tasks import get_task
+
+    names = suite_tasks(suite or "small", tasks)
+    if not any(get_task(n).kind == "code" for n in names):
+        return
+    from calmix.evals.codeexec import exec_protections
+    from calmix.evals.sandbox import describe
+
+    print(f"calmix: sandbox: {describe(exec_protections(allow_unsafe_exec))}", file=sys.stderr)
+
+
 def run(args: argparse.Namespace) -> int:
     """Handler of `calmix eval`."""
     from calmix.evals.evaluate import dense_scores
@@ -116,6 +133,8 @@ def run(args: argparse.Namespace) -> int:
         get_suite(args.suite)
     if args.engine == "calmix" and tasks:
         suite_tasks(args.suite or "small", tasks)  # unknown task names fail before any model is loaded
+    if args.engine == "calmix" and (tasks or args.suite):
+        _sandbox_check(args.suite, tasks, args.allow_unsafe_exec)
     dense_file = Path(args.dense) if args.dense and args.dense.endswith(".json") else None
     if dense_file is not None and not dense_file.is_file():
         raise CalmixError(f"--dense {dense_file} does not exist: pass a dense model folder/spec or an eval JSON")
@@ -124,6 +143,8 @@ def run(args: argparse.Namespace) -> int:
     with timer("load"):
         model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
     suite = args.suite or default_suite(model)
+    if args.engine == "calmix" and not (tasks or args.suite):
+        _sandbox_check(suite, tasks, args.allow_unsafe_exec)
     with timer("eval"):
         scores = _score(args.engine, model, tokenizer, args, suite, tasks)
     dense = None
@@ -135,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
             elif args.engine == "calmix":
                 dense = dense_scores(args.dense, suite=suite, limit=args.limit, seed=args.seed, tasks=tasks,
                                      device=args.device, batch_size=args.batch_size, cache=not args.no_cache,
-                                     dtype=args.dtype)
+                                     dtype=args.dtype, allow_unsafe_exec=args.allow_unsafe_exec)
             else:
                 dmodel, dtok = load_model(args.dense, device=args.device, dtype=args.dtype)
                 dense = _score(args.engine, dmodel, dtok, args, suite, tasks)

@@ -107,8 +107,10 @@ def run_gsm8k(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dic
     return {"score": metrics[task.metric], "metric": task.metric, "metrics": metrics, "n": n, "failures": failures}
 
 
-def score_code_completions(task: Task, items: list[dict], completions: list[str], workers: int = 2) -> dict:
-    """Assemble each completion with its tests, run them in the sandbox, and score pass@1 (empty ones are failures)."""
+def score_code_completions(task: Task, items: list[dict], completions: list[str], workers: int = 2,
+                           allow_unsafe_exec: bool = False) -> dict:
+    """Assemble each completion with its tests, run them in the sandbox, and score pass@1 (empty ones are failures);
+    the sandbox layers used are recorded in the metrics."""
     try:
         from calmix.evals import codeexec
     except ImportError as err:
@@ -116,21 +118,25 @@ def score_code_completions(task: Task, items: list[dict], completions: list[str]
     assemble: Callable[[dict, str], str] = getattr(codeexec, task.program)
     failures = [{"index": i, "reason": "empty generation"} for i, c in enumerate(completions) if not c.strip()]
     programs = [assemble(it["problem"], c) for it, c in zip(items, completions)]
-    results = codeexec.run_many(programs, workers=workers, desc=task.name)
+    results = codeexec.run_many(programs, workers=workers, desc=task.name, allow_unsafe_exec=allow_unsafe_exec)
     statuses: dict[str, int] = {}
     for r in results:
         statuses[r.status] = statuses.get(r.status, 0) + 1
     pass1 = float(codeexec.pass_at_1(results))
-    metrics = {"pass@1": pass1, "statuses": statuses, "passed": [bool(r.passed) for r in results]}
+    metrics = {"pass@1": pass1, "statuses": statuses, "passed": [bool(r.passed) for r in results],
+               "sandbox": codeexec.exec_protections(allow_unsafe_exec)}
     return {"score": pass1, "metric": "pass@1", "metrics": metrics, "n": len(items), "failures": failures}
 
 
 def run_code(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dict:
     """Code generation: greedy completion, program assembled with its tests, executed in the sandbox; pass@1."""
+    from calmix.evals.codeexec import exec_protections
+
+    exec_protections(ctx["allow_unsafe_exec"])  # refuse before generating, not after
     outs = scorers.generate_greedy(model, tokenizer, [it["prompt"] for it in items], stop=task.stop,
                                    max_new_tokens=task.max_new_tokens, batch_size=ctx["gen_batch_size"],
                                    device=ctx["device"], progress=ctx["progress"], desc=task.name)
-    return score_code_completions(task, items, outs)
+    return score_code_completions(task, items, outs, allow_unsafe_exec=ctx["allow_unsafe_exec"])
 
 
 RUNNERS: dict[str, Callable[[Task, Any, Any, list[dict], dict], dict]] = {
@@ -140,13 +146,14 @@ RUNNERS: dict[str, Callable[[Task, Any, Any, list[dict], dict], dict]] = {
 # ---------------------------------------------------------------------------------------------- evaluate
 def evaluate(model, tokenizer, suite: str = "small", tasks: list[str] | None = None, limit: int | None = None,
              seed: int = 0, device: str = "cpu", batch_size: int = 16, progress: bool = True,
-             gen_batch_size: int = 8) -> EvalResult:
-    """Evaluate a model on a suite (or an explicit task list), task by task; a failing task is recorded with its error."""
+             gen_batch_size: int = 8, allow_unsafe_exec: bool = False) -> EvalResult:
+    """Evaluate a model on a suite (or an explicit task list), task by task; a failing task is recorded with its error.
+    Code tasks are refused where the sandbox has no kernel isolation, unless `allow_unsafe_exec`."""
     scorers.require_tokenizer(tokenizer)
     spec = get_suite(suite)
     names = suite_tasks(suite, tasks)
     ctx = {"device": device, "batch_size": batch_size, "gen_batch_size": gen_batch_size, "progress": progress,
-           "chance_normalise": spec.chance_normalise}
+           "chance_normalise": spec.chance_normalise, "allow_unsafe_exec": allow_unsafe_exec}
     was_training = model.training
     model.eval()
     out: dict[str, dict] = {}
@@ -202,7 +209,8 @@ def dense_cache_key(model_spec: str, suite: str, tasks: list[str] | None, limit:
 
 def dense_scores(model_spec: str, model=None, tokenizer=None, suite: str = "small", limit: int | None = None,
                  seed: int = 0, tasks: list[str] | None = None, device: str = "cpu", batch_size: int = 16,
-                 progress: bool = True, cache: bool = True, dtype: str = "float32") -> EvalResult:
+                 progress: bool = True, cache: bool = True, dtype: str = "float32",
+                 allow_unsafe_exec: bool = False) -> EvalResult:
     """Scores of the dense model in dtype, from the disk cache when present, else evaluated (loading the model if
     needed) and cached.
 
@@ -227,7 +235,7 @@ def dense_scores(model_spec: str, model=None, tokenizer=None, suite: str = "smal
 
         model, tokenizer = load_model(model_spec, device=device, dtype=dtype)
     result = evaluate(model, tokenizer, suite=suite, tasks=tasks, limit=limit, seed=seed, device=device,
-                      batch_size=batch_size, progress=progress)
+                      batch_size=batch_size, progress=progress, allow_unsafe_exec=allow_unsafe_exec)
     if cache and not result.failed():
         write_json_atomic(path, {"model": str(model_spec), "key": key, "result": result.to_dict()})
     result.config["cache_path"] = str(path)

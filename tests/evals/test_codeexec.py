@@ -9,7 +9,7 @@ import time
 import pytest
 
 from calmix.errors import CalmixError
-from calmix.evals.codeexec import humaneval_program, mbpp_program, pass_at_1, pass_at_k, run_many
+from calmix.evals.codeexec import Program, humaneval_program, mbpp_program, pass_at_1, pass_at_k, run_many
 from calmix.evals.sandbox import ExecResult
 
 HUMANEVAL_IDS = ["HumanEval/0", "HumanEval/2", "HumanEval/12", "HumanEval/53", "HumanEval/100"]
@@ -82,3 +82,23 @@ def test_canonical_solutions_pass_and_broken_ones_fail(shared):
     assert all(r.status == "failed" for r in results if not r.passed)
     assert pass_at_1(results[: 2 * len(good)]) == 0.5
     assert pass_at_1([r for r, e in zip(results, expected) if e]) == 1.0
+
+
+def test_program_keeps_solution_and_tests_apart():
+    problem = {"task_id": "T/0", "prompt": "def f(x):\n", "entry_point": "f", "test": "def check(c):\n    assert c(1) == 1\n"}
+    program = humaneval_program(problem, "    return x\n")
+    assert isinstance(program, Program) and program.parts() == ("def f(x):\n    return x\n\n",
+                                                               "def check(c):\n    assert c(1) == 1\n\ncheck(f)")
+    assert "".join(program.parts()) == program
+
+
+def test_all_canonical_solutions_pass(shared):
+    """HumanEval canonical solutions 164/164 and MBPP reference solutions 499/500 through the sandbox."""
+    he = _jsonl(shared / "eval" / "humaneval" / "HumanEval.jsonl")
+    mb = _jsonl(shared / "eval" / "mbpp" / "test.jsonl")
+    he_res = run_many([humaneval_program(p, p["canonical_solution"]) for p in he], timeout_s=10, workers=2)
+    mb_res = run_many([mbpp_program(p, p["code"]) for p in mb], timeout_s=10, workers=2)
+    failed_he = [(p["task_id"], r.status, r.stderr[-300:]) for p, r in zip(he, he_res) if not r.passed]
+    failed_mb = [(p["task_id"], r.status, r.stderr[-300:]) for p, r in zip(mb, mb_res) if not r.passed]
+    assert len(he) == 164 and failed_he == []
+    assert len(mb) == 500 and len(failed_mb) <= 1, failed_mb

@@ -1,68 +1,258 @@
-"""Hostile programs cannot harm the evaluator or the machine; correct programs pass, wrong ones fail."""
+"""Hostile programs cannot harm the evaluator or the machine, nor fake a pass; correct programs pass, wrong ones fail.
+
+Every hostile program runs through the real HumanEval path (score_code_completions of the humaneval task), as the
+user running the tests (root in CI) and as an unprivileged user (a forked child that drops to uid 65534)."""
 
 from __future__ import annotations
 
+import ctypes
+import json
 import os
 import socket
 import sys
+import tempfile
 import time
+import traceback
 from pathlib import Path
 
 import pytest
 
-from calmix.evals.sandbox import ExecResult, active_protections, check_program, run_program
+from calmix.evals.sandbox import ExecResult, check_program, host, isolation, run_program
 
 pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the sandbox targets Linux")
 
-PROT = active_protections()
-UNPRIVILEGED = PROT.get("uid", 0) != 0
-NETNS = bool(PROT.get("netns"))
+NOBODY = 65534
+PROBLEM = {"task_id": "T/0", "prompt": "def add(a, b):\n", "entry_point": "add",
+           "test": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-1, 1) == 0\n"}
+GOOD = "    return a + b\n"
 
 
-def _procs_in_group(pgid: int) -> list[int]:
-    """Live (non-zombie) processes whose process group is `pgid`, from /proc."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        fields = stat.rsplit(")", 1)[1].split()
-        state, pgrp = fields[0], int(fields[2])
-        if pgrp == pgid and state not in ("Z", "X"):
-            found.append(int(entry))
+def _isolated() -> bool:
+    return isolation()["available"]
+
+
+needs_isolation = pytest.mark.skipif(not sys.platform.startswith("linux") or not _isolated(),
+                                     reason="no kernel isolation on this machine (see `calmix doctor`)")
+
+
+# ------------------------------------------------------------------------------------------- hostile programs
+def _hostile(spot: Path, home: Path, secret: Path, port: int) -> dict[str, str]:
+    """name -> completion: each is a correct solution followed by an attack at module level."""
+    t = str(spot)
+    leaks = [f"/tmp/leak-{spot.name}", f"/dev/shm/leak-{spot.name}", f"/var/tmp/leak-{spot.name}",
+             str(home / f"leak-{spot.name}"), str(spot / "leak")]
+    frames = "import sys\nf = sys._getframe()\nwhile f.f_back is not None:\n    f = f.f_back\ng = f.f_globals\n"
+    ctypes_path = ("import glob, importlib.util, sys, sysconfig\n"
+                   "p = glob.glob(sysconfig.get_paths()['platstdlib'] + '/lib-dynload/_ctypes.*.so')[0]\n"
+                   "spec = importlib.util.spec_from_file_location('_ctypes', p)\n"
+                   "m = importlib.util.module_from_spec(spec)\nspec.loader.exec_module(m)\nsys.modules['_ctypes'] = m\n")
+    steal = (f"data = open({str(secret)!r}).read()\nprint(data)\n"
+             f"for p in {leaks!r}:\n    try:\n        open(p, 'w').write(data)\n    except OSError:\n        pass\n")
+    progs = {
+        "os._exit(0)": "import os\nos._exit(0)\n",
+        "SystemExit(0)": "raise SystemExit(0)\n",
+        "exit found through frames": frames + "g['os']._exit(0)\n",
+        "harness run called through frames": frames + "g['_run'](compile('', 's', 'exec'), compile('', 't', 'exec'), {})\n",
+        "announcement forged": "import sys\nsys.audit('calmix.sandbox.done')\n",
+        "exit found through gc": "import gc\n[o for o in gc.get_objects() if getattr(o, '__name__', '') == '_exit'][0](0)\n",
+        "infinite loop": "while True:\n    pass\n",
+        "200 forks": "import os, time\nfor _ in range(200):\n    if os.fork() == 0:\n        time.sleep(30)\n",
+        "8 GiB allocation": "x = bytearray(8 * 1024 ** 3)\n",
+        "2 GB to stdout": "import sys\nb = 'x' * (1 << 20)\nfor _ in range(2048):\n    sys.stdout.write(b)\n",
+        "SIGKILL to the parent": "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)\nos.kill(1, signal.SIGKILL)\n",
+        "TCP connect": f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\n",
+        "os.system": f"import os\nos.system('touch {t}/system')\n",
+        "open outside": f"open({t + '/open'!r}, 'w').write('x')\n",
+        "_io.FileIO outside": f"import _io\n_io.FileIO({t + '/fileio'!r}, 'w').write(b'x')\n",
+        "os.open outside": f"import os\nos.close(os.open({t + '/osopen'!r}, os.O_CREAT | os.O_WRONLY))\n",
+        "pathlib outside": f"import pathlib\npathlib.Path({t + '/pathlib'!r}).write_text('x')\n",
+        "overwrite in home": f"import _io\n_io.FileIO({str(home / 'precious.txt')!r}, 'w').write(b'pwned')\n",
+        "steal a file of the user": steal,
+        "_ctypes from its file path": ctypes_path + f"m.dlopen(None)\nimport ctypes\nlibc = ctypes.CDLL(None)\n"
+                                      f"libc.system(b'touch {t}/ctypes')\nlibc._exit(0)\n",
+    }
+    return {name: GOOD + prog for name, prog in progs.items()}
+
+
+def _side_effects(spot: Path, home: Path) -> list[str]:
+    found = [str(p) for p in spot.iterdir()]
+    found += [p for p in (f"/tmp/leak-{spot.name}", f"/dev/shm/leak-{spot.name}", f"/var/tmp/leak-{spot.name}",
+                          str(home / f"leak-{spot.name}")) if os.path.exists(p)]
+    if (home / "precious.txt").read_text() != "precious":
+        found.append("home/precious.txt overwritten")
     return found
 
 
-def _alive(pid: int) -> bool:
+def _sandbox_processes() -> list[int]:
+    """Live processes still running the sandbox child."""
+    child = str(host.CHILD).encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+                state = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except OSError:
+                continue
+            if child in cmd and state not in ("Z", "X"):
+                found.append(int(entry))
+    return found
+
+
+def _attack(base: str, guard: bool) -> dict:
+    """Run every hostile program (HumanEval path when guarded, else run_program with the guard off) with a correct
+    one before and after; report statuses, side effects, connections, secrets seen and surviving processes."""
+    from calmix.evals.evaluate import score_code_completions
+    from calmix.evals.tasks import get_task
+
+    spot, home = Path(tempfile.mkdtemp(dir=base)), Path(tempfile.mkdtemp(dir=base))
+    old_home, os.environ["HOME"] = os.environ.get("HOME"), str(home)
+    (home / "precious.txt").write_text("precious")
+    secret = home / "secret.txt"
+    secret.write_text("s3cr3t-" + spot.name)
+    secret.chmod(0o600)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    srv.settimeout(0.2)
     try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state not in ("Z", "X")
+        progs = _hostile(spot, home, secret, srv.getsockname()[1])
+        names = ["good (first)", *progs, "good (last)"]
+        completions = [GOOD, *progs.values(), GOOD]
+        if guard:
+            items = [{"problem": PROBLEM}] * len(completions)
+            res = score_code_completions(get_task("humaneval"), items, completions)
+            passed, sandbox = res["metrics"]["passed"], res["metrics"]["sandbox"]
+            outs = [""] * len(names)
+        else:
+            from calmix.evals.codeexec import humaneval_program
+
+            parts = [humaneval_program(PROBLEM, c).parts() for c in completions]
+            results = [run_program(sol, timeout_s=2, guard=False, tests=tests) for sol, tests in parts]
+            passed, sandbox = [r.passed for r in results], results[0].protections
+            outs = [r.stdout for r in results]
+        try:
+            conn, _ = srv.accept()
+            conn.close()
+            connected = True
+        except (socket.timeout, TimeoutError):
+            connected = False
+        deadline = time.monotonic() + 3
+        while _sandbox_processes() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return {"passed": dict(zip(names, passed)), "side_effects": _side_effects(spot, home), "connected": connected,
+                "secret_seen": [n for n, o in zip(names, outs) if secret.read_text() in o],
+                "survivors": _sandbox_processes(), "sandbox": sandbox, "uid": os.getuid()}
+    finally:
+        srv.close()
+        if old_home is not None:
+            os.environ["HOME"] = old_home
 
 
-def _wait_gone(pids, seconds=3.0) -> list[int]:
-    deadline = time.monotonic() + seconds
-    left = [p for p in pids if _alive(p)]
-    while left and time.monotonic() < deadline:
-        time.sleep(0.05)
-        left = [p for p in left if _alive(p)]
-    return left
+def _expose_interpreter() -> None:
+    """In a private mount namespace, make the interpreter reachable for `nobody` when a folder above it is not
+    (e.g. pyenv under a 0700 /root): a 0755 tmpfs over that folder with the installation bound back into it."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    assert libc.unshare(0x00020000) == 0, os.strerror(ctypes.get_errno())
+    assert libc.mount(None, b"/", None, 16384 | (1 << 18), None) == 0
+    prefix = os.path.realpath(sys.base_prefix)
+    parts = Path(prefix).parents
+    blocked = [p for p in reversed(parts) if str(p) != "/" and not os.stat(p).st_mode & 0o001]
+    if not blocked:
+        return
+    fd = os.open(prefix, os.O_PATH)
+    assert libc.mount(b"tmpfs", str(blocked[0]).encode(), b"tmpfs", 0, b"mode=0755") == 0
+    os.makedirs(prefix, exist_ok=True)
+    assert libc.mount(f"/proc/self/fd/{fd}".encode(), prefix.encode(), None, 4096, None) == 0
 
 
+def _as_unprivileged(fn, *args) -> dict:
+    """fn(*args) in a forked child running as uid/gid 65534; its JSON result."""
+    base = tempfile.mkdtemp()
+    os.chown(base, NOBODY, NOBODY)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - child
+        try:
+            os.close(r)
+            _expose_interpreter()
+            os.setgroups([])
+            os.setresgid(NOBODY, NOBODY, NOBODY)
+            os.setresuid(NOBODY, NOBODY, NOBODY)
+            host.isolation.cache_clear()
+            host._unsafe_protections.cache_clear()
+            out = fn(base, *args)
+        except BaseException:
+            out = {"error": traceback.format_exc()}
+        os.write(w, json.dumps(out).encode())
+        os._exit(0)
+    os.close(w)
+    data = b""
+    while chunk := os.read(r, 1 << 16):
+        data += chunk
+    os.close(r)
+    os.waitpid(pid, 0)
+    return json.loads(data)
+
+
+VERDICT_ATTACKS = ("os._exit(0)", "SystemExit(0)", "exit found through frames", "harness run called through frames",
+                   "announcement forged", "exit found through gc", "infinite loop", "_ctypes from its file path")
+
+
+def _check_attack(out: dict, guard: bool) -> None:
+    assert "error" not in out, out.get("error")
+    passed = out["passed"]
+    assert passed.pop("good (first)") and passed.pop("good (last)"), out  # the evaluator lives on and scores
+    # guarded, every attack ends the program; under the kernel layers alone an attack that fails quietly (a
+    # refused os.system returns -1) may let the correct solution pass, but no attack on the verdict does
+    attacks = passed if guard else {k: passed[k] for k in VERDICT_ATTACKS}
+    assert not any(attacks.values()), {k: v for k, v in attacks.items() if v}
+    assert out["side_effects"] == [] and not out["connected"] and out["survivors"] == []
+    assert out["secret_seen"] == [], out["secret_seen"]
+
+
+@needs_isolation
+@pytest.mark.parametrize("who", ["caller", "unprivileged"])
+@pytest.mark.parametrize("guard", [True, False], ids=["guarded", "kernel-only"])
+def test_hostile_programs(who, guard):
+    if who == "unprivileged" and os.geteuid() != 0:
+        pytest.skip("already unprivileged: the caller case covers it")
+    out = _as_unprivileged(_attack, guard) if who == "unprivileged" else _attack(tempfile.gettempdir(), guard)
+    _check_attack(out, guard)
+    if who == "unprivileged":
+        assert out["uid"] == NOBODY and "user" in out["sandbox"]["namespaces"]
+
+
+# ------------------------------------------------------------------------------------------------ layers
+@needs_isolation
 def test_protections_recorded():
-    for key in ("process_group", "tmp_cwd", "rlimits", "guard", "netns", "uid"):
-        assert key in PROT
-    assert PROT["process_group"] and PROT["tmp_cwd"] and PROT["guard"]
+    prot = isolation()["protections"]
+    assert prot["process_group"] and prot["tmp_cwd"] and prot["guard"] and prot["readonly_root"]
+    assert {"mount", "network", "pid"} <= set(prot["namespaces"]) and prot["capabilities"] == 0
+    assert prot["no_new_privs"] and prot["uid"] != 0
     for name in ("RLIMIT_CPU", "RLIMIT_AS", "RLIMIT_FSIZE", "RLIMIT_NOFILE", "RLIMIT_NPROC", "RLIMIT_CORE"):
-        assert name in PROT["rlimits"]
-    if os.geteuid() == 0:  # root must drop privileges and leave the network
-        assert UNPRIVILEGED and NETNS
+        assert name in prot["rlimits"]
 
 
+def test_refused_without_isolation_unless_allowed(monkeypatch):
+    from calmix.errors import CalmixError
+    from calmix.evals import codeexec
+    from calmix.evals.sandbox import IsolationUnavailable
+
+    monkeypatch.setattr(host, "isolation", lambda: {"available": False, "reason": "user namespaces disabled",
+                                                     "protections": {}})
+    with pytest.raises(IsolationUnavailable, match="user namespaces disabled.*--allow-unsafe-exec"):
+        check_program("pass")
+    with pytest.raises(CalmixError, match="--allow-unsafe-exec"):
+        codeexec.run_many(["pass"])
+    r = check_program("assert sum(range(4)) == 6\n", allow_unsafe=True)
+    assert r.passed and r.protections["namespaces"] == [] and r.protections["guard"]
+    assert check_program("import os\nos._exit(0)\n", allow_unsafe=True).status == "failed"
+    assert check_program("while True:\n    pass\n", timeout_s=0.5, allow_unsafe=True).status == "timeout"
+
+
+# --------------------------------------------------------------------------------------------- behaviour
+@needs_isolation
 def test_correct_program_passes_and_wrong_one_fails():
     ok = check_program("def add(a, b):\n    return a + b\nassert add(2, 3) == 5\nprint('done')\n", timeout_s=5)
     assert isinstance(ok, ExecResult)
@@ -71,14 +261,18 @@ def test_correct_program_passes_and_wrong_one_fails():
     assert not bad.passed and bad.status == "failed" and "AssertionError" in bad.stderr
     syntax = check_program("def f(:\n", timeout_s=5)
     assert syntax.status == "failed" and "SyntaxError" in syntax.stderr
+    swallow = check_program("def add(a, b):\n    return 1\n'''", tests="assert add(2, 3) == 5\n'''\n")
+    assert swallow.status == "failed"  # the solution cannot swallow the tests into a string
 
 
+@needs_isolation
 def test_stdlib_usable_and_cwd_writable_then_removed():
-    prog = ("import os, re, math, heapq, collections, itertools, functools, json, hashlib, tempfile\n"
+    prog = ("import os, re, math, heapq, collections, itertools, functools, json, hashlib, tempfile, decimal\n"
             "open('scratch.txt', 'w').write('hello')\n"
             "assert open('scratch.txt').read() == 'hello'\n"
             "with tempfile.NamedTemporaryFile('w') as fh: fh.write('x')\n"
             "os.remove('scratch.txt')\n"
+            "import inspect\nassert 'def dumps' in inspect.getsource(json)\n"
             "print(os.getcwd())\n")
     r = check_program(prog, timeout_s=5)
     assert r.passed, r.stderr
@@ -86,197 +280,60 @@ def test_stdlib_usable_and_cwd_writable_then_removed():
     assert workdir.name.startswith("calmix-sbx-") and not workdir.exists()
 
 
-def test_exit_tricks_do_not_count_as_passed():
-    for prog in ("import sys\nsys.exit(0)\nassert False\n", "import os\nos._exit(0)\nassert False\n",
-                 "raise SystemExit\n", "input()\n"):
-        r = check_program(prog, timeout_s=5)
-        assert not r.passed and r.status == "failed", (prog, r)
-
-
-def test_infinite_loop_times_out_and_leaves_no_process():
+@needs_isolation
+def test_timeouts_are_quick():
     t0 = time.monotonic()
-    r = check_program("while True:\n    pass\n", timeout_s=1.0)
-    assert time.monotonic() - t0 < 2.5
-    assert r.status == "timeout" and not r.passed and r.seconds < 2.0
-    assert _procs_in_group(r.pid) == [] and not _alive(r.pid)
     r = check_program("import time\ntime.sleep(60)\n", timeout_s=0.5)
-    assert r.status == "timeout" and r.seconds < 1.5
+    assert r.status == "timeout" and r.seconds < 1.5 and time.monotonic() - t0 < 2.5
 
 
-def test_fork_is_blocked():
-    prog = ("import os, time\n"
-            "for _ in range(200):\n"
-            "    if os.fork() == 0:\n"
-            "        time.sleep(30)\n"
-            "        os._exit(0)\n")
-    r = check_program(prog, timeout_s=5)
-    assert r.status == "failed" and "os.fork is disabled" in r.stderr
-    assert _procs_in_group(r.pid) == []
-    for prog in ("import subprocess\nsubprocess.run(['true'])\n", "import multiprocessing as m\nm.Process(target=print).start()\n",
-                 "import posix\nposix.fork()\n", "import ctypes\nctypes.CDLL(None).fork()\n", "import pty\npty.fork()\n"):
-        r = check_program(prog, timeout_s=5)
-        assert r.status == "failed", (prog, r.stderr)
-
-
-def test_fork_loop_capped_by_rlimit_without_guard_and_cleaned_up():
-    """The OS backstop: with the in-process guard off, RLIMIT_NPROC caps a fork loop and the group is killed."""
-    if not UNPRIVILEGED:
-        pytest.skip("RLIMIT_NPROC is not enforced when the child cannot leave uid 0")
-    prog = ("import os, time\n"
-            "pids = []\n"
-            "for _ in range(200):\n"
-            "    try:\n"
-            "        pid = os.fork()\n"
-            "    except OSError:\n"
-            "        break\n"
-            "    if pid == 0:\n"
-            "        time.sleep(30)\n"
-            "        os._exit(0)\n"
-            "    pids.append(pid)\n"
-            "print(' '.join(map(str, pids)))\n")
-    r = run_program(prog, timeout_s=5, guard=False, process_limit=16)
-    assert r.passed, r.stderr
-    pids = [int(p) for p in r.stdout.split()]
-    assert 0 < len(pids) < 16
-    assert _wait_gone(pids) == []
-    assert _procs_in_group(r.pid) == []
-
-
-def test_memory_fill_is_stopped():
-    for prog in ("x = bytearray(8 * 1024 ** 3)\n", "chunks = []\nwhile True:\n    chunks.append(bytearray(50 * 1024 ** 2))\n"):
-        r = check_program(prog, timeout_s=5, memory_mb=512)
-        assert r.status in ("failed", "killed") and r.seconds < 5, r
-        assert r.status == "killed" or "MemoryError" in r.stderr
-
-
-def test_write_outside_sandbox_denied(tmp_path):
-    target = tmp_path / "pwned.txt"
-    for prog in (f"open({str(target)!r}, 'w').write('x')\n",
-                 f"import pathlib\npathlib.Path({str(target)!r}).write_text('x')\n",
-                 f"import os\nos.close(os.open({str(target)!r}, os.O_CREAT | os.O_WRONLY))\n",
-                 f"import os\nos.symlink({str(target)!r}, 'link')\nopen('link', 'w').write('x')\n"):
-        r = check_program(prog, timeout_s=5)
-        assert r.status == "failed" and "PermissionError" in r.stderr, (prog, r.stderr)
-        assert not target.exists()
-    keep = tmp_path / "keep.txt"
-    keep.write_text("precious")
-    for prog in (f"import os\nos.remove({str(keep)!r})\n", f"import shutil\nshutil.rmtree({str(tmp_path)!r})\n",
-                 f"import os\nos.rename({str(keep)!r}, 'stolen')\n"):
-        r = check_program(prog, timeout_s=5)
-        assert r.status == "failed" and "PermissionError" in r.stderr
-        assert keep.read_text() == "precious"
-
-
-def test_filesystem_denies_writes_without_guard(tmp_path):
-    """The OS backstop: as an unprivileged uid, the filesystem refuses writes into a root-owned folder."""
-    if not UNPRIVILEGED:
-        pytest.skip("the child cannot leave the caller's uid (not started as root)")
-    os.chmod(tmp_path, 0o755)
-    target = tmp_path / "pwned.txt"
-    r = run_program(f"open({str(target)!r}, 'w').write('x')\n", timeout_s=5, guard=False)
-    assert r.status == "failed" and "PermissionError" in r.stderr
-    r = run_program(f"import os\nos.system('touch {target}')\n", timeout_s=5, guard=False)
-    assert not target.exists()
-
-
-def test_os_system_denied(tmp_path):
-    target = tmp_path / "touched.txt"
-    for prog in (f"import os\nos.system('touch {target}')\n", f"import os\nos.popen('touch {target}').read()\n",
-                 f"import os\nos.execv('/usr/bin/touch', ['touch', {str(target)!r}])\n"):
-        r = check_program(prog, timeout_s=5)
-        assert r.status == "failed" and "disabled" in r.stderr, r.stderr
-    time.sleep(0.1)
-    assert not target.exists()
-
-
-def _listener():
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(1)
-    srv.settimeout(0.3)
-    return srv
-
-
-def _no_connection(srv) -> bool:
-    try:
-        conn, _ = srv.accept()
-    except (socket.timeout, TimeoutError):
-        return True
-    conn.close()
-    return False
-
-
-def test_socket_denied():
-    srv = _listener()
-    port = srv.getsockname()[1]
-    try:
-        for prog in (f"import socket\nsocket.create_connection(('127.0.0.1', {port}), timeout=1)\n",
-                     f"import socket\ns = socket.socket()\ns.connect(('127.0.0.1', {port}))\n",
-                     f"import urllib.request\nurllib.request.urlopen('http://127.0.0.1:{port}/', timeout=1)\n"):
-            r = check_program(prog, timeout_s=5)
-            assert r.status == "failed", prog
-        assert _no_connection(srv)
-    finally:
-        srv.close()
-
-
-def test_network_namespace_without_guard():
-    if not NETNS:
-        pytest.skip("no network namespace here (needs root)")
-    srv = _listener()
-    port = srv.getsockname()[1]
-    try:
-        r = run_program(f"import socket\ns = socket.socket()\ns.connect(('127.0.0.1', {port}))\n", timeout_s=5, guard=False)
-        assert r.status == "failed" and "unreachable" in r.stderr.lower()
-        assert _no_connection(srv)
-    finally:
-        srv.close()
-
-
+@needs_isolation
 def test_environment_is_stripped(monkeypatch):
     monkeypatch.setenv("CALMIX_SECRET", "xyz")
     r = check_program("import os, sys\nprint(sorted(os.environ))\nprint(sys.flags.no_site)\n"
                       "assert 'CALMIX_SECRET' not in os.environ\nassert 'xyz' not in str(os.environ)\n", timeout_s=5)
     assert r.passed, r.stderr
     names = eval(r.stdout.splitlines()[0])
-    assert set(names) <= {"PATH", "LANG", "LC_ALL", "PYTHONHASHSEED", "PYTHONIOENCODING", "PYTHONDONTWRITEBYTECODE",
-                          "PYTHONSAFEPATH", "HOME", "TMPDIR"}
+    assert set(names) <= set(host._clean_env("/x"))
     assert r.stdout.splitlines()[1] == "1"
 
 
-def test_output_is_capped():
+@needs_isolation
+def test_output_is_capped_and_hash_seed_fixed():
     r = check_program("print('x' * 1_000_000)\n", timeout_s=5)
     assert r.passed and len(r.stdout) < 20_000 and r.stdout.endswith("[output truncated]")
-    r = check_program("import sys\nwhile True:\n    sys.stdout.write('y' * 65536)\n", timeout_s=5)
-    assert r.status in ("failed", "killed") and r.seconds < 5
-
-
-def test_deterministic_hash_seed():
     prog = "print(hash('calmix'), list({'a', 'b', 'c', 'd', 'e'}))\n"
     assert check_program(prog).stdout == check_program(prog).stdout
 
 
-def test_reads_outside_sandbox_denied_but_stdlib_readable(tmp_path):
-    secret = tmp_path / "secret.txt"
-    secret.write_text("xyz")
-    for prog in (f"print(open({str(secret)!r}).read())\n", f"import pathlib\nprint(pathlib.Path({str(secret)!r}).read_text())\n",
-                 f"import os\nprint(os.read(os.open({str(secret)!r}, os.O_RDONLY), 10))\n"):
-        r = check_program(prog, timeout_s=5)
-        assert r.status == "failed" and "PermissionError" in r.stderr and "xyz" not in r.stdout, prog
-    r = check_program("import os, json, inspect\nassert 'def makedirs' in open(os.__file__).read()\nprint(inspect.getsource(json.dumps)[:3])\n")
-    assert r.passed, r.stderr
+def test_doctor_and_eval_report_or_refuse(monkeypatch, tmp_path, capsys):
+    from calmix.cli import main
+
+    rc = main(["doctor"])
+    out = capsys.readouterr()
+    assert rc == (0 if _isolated() else 1)
+    assert ("kernel-isolated" in out.out) == _isolated()
+    monkeypatch.setattr(host, "isolation", lambda: {"available": False, "reason": "user namespaces disabled",
+                                                     "protections": {}})
+    assert main(["doctor"]) == 1 and "--allow-unsafe-exec" in capsys.readouterr().err
+    rc = main(["eval", "--model", "no-such-model", "--tasks", "humaneval", "--out", str(tmp_path / "o.json")])
+    err = capsys.readouterr().err
+    assert rc == 2 and "user namespaces disabled" in err and "--allow-unsafe-exec" in err and len(err.splitlines()) == 1
 
 
-def test_fallback_without_privileged_layers(monkeypatch, tmp_path):
-    """Where netns and the uid drop are unavailable (not root), the sandbox still runs and records that."""
-    from calmix.evals import sandbox
+@needs_isolation
+def test_more_escapes_fail_without_side_effects(tmp_path):
+    from calmix.evals.codeexec import run_many
 
-    monkeypatch.setattr(sandbox, "_plan", lambda: {"netns": False, "uid": None, "gid": None, "keep_read_cap": False})
-    ok = check_program("assert sum(range(4)) == 6\n", timeout_s=5)
-    assert ok.passed and ok.protections["netns"] is False and ok.protections["uid"] == os.getuid()
-    assert ok.protections["guard"] and "RLIMIT_AS" in ok.protections["rlimits"]
-    target = tmp_path / "pwned.txt"
-    for prog in ("import os\nos.fork()\n", f"open({str(target)!r}, 'w')\n", "import socket\nsocket.socket()\n"):
-        assert check_program(prog, timeout_s=5).status == "failed"
-    assert not target.exists()
-    assert check_program("while True:\n    pass\n", timeout_s=0.5).status == "timeout"
+    keep, target = tmp_path / "keep.txt", tmp_path / "pwned"
+    keep.write_text("precious")
+    progs = ["import sys\nsys.exit(0)\n", "input()\n", f"import os\nos.popen('touch {target}').read()\n",
+             f"import os\nos.execv('/usr/bin/touch', ['touch', {str(target)!r}])\n",
+             "import urllib.request\nurllib.request.urlopen('http://127.0.0.1:9/', timeout=1)\n",
+             f"import os\nos.symlink({str(target)!r}, 'link')\nopen('link', 'w').write('x')\n",
+             f"import os\nos.remove({str(keep)!r})\n", f"import shutil\nshutil.rmtree({str(tmp_path)!r})\n",
+             f"import os\nos.rename({str(keep)!r}, 'stolen')\n",
+             "chunks = []\nwhile True:\n    chunks.append(bytearray(50 * 1024 ** 2))\n"]
+    results = run_many(progs, timeout_s=5)
+    assert [r.status for r in results if r.passed] == [], [(p, r.status) for p, r in zip(progs, results)]
+    assert keep.read_text() == "precious" and not target.exists()
