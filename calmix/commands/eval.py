@@ -103,16 +103,12 @@ def print_table(scores, retention: dict | None, file=None) -> None:
 
 def _sandbox_check(suite: str | None, tasks: list[str] | None, allow_unsafe_exec: bool) -> None:
     """Where the run executes model-written code, print the sandbox layers, or refuse without kernel isolation."""
-    from calmix.evals.suites import suite_tasks
-    from calmix.evals.tasks import get_task
-
-    names = suite_tasks(suite or "small", tasks)
-    if not any(get_task(n).kind == "code" for n in names):
-        return
-    from calmix.evals.codeexec import exec_protections
+    from calmix.evals.evaluate import sandbox_protections
     from calmix.evals.sandbox import describe
 
-    print(f"calmix: sandbox: {describe(exec_protections(allow_unsafe_exec))}", file=sys.stderr)
+    prot = sandbox_protections(suite, tasks, allow_unsafe_exec)
+    if prot is not None:
+        print(f"calmix: sandbox: {describe(prot)}", file=sys.stderr)
 
 
 def run(args: argparse.Namespace) -> int:

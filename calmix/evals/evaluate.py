@@ -144,6 +144,17 @@ RUNNERS: dict[str, Callable[[Task, Any, Any, list[dict], dict], dict]] = {
 
 
 # ---------------------------------------------------------------------------------------------- evaluate
+def sandbox_protections(suite: str | None, tasks: list[str] | None = None,
+                        allow_unsafe_exec: bool = False) -> dict | None:
+    """The sandbox layers under which these tasks run model-written code (None when none of them runs code);
+    CalmixError, before anything runs, where kernel isolation is unavailable and `allow_unsafe_exec` is not set."""
+    from calmix.evals.codeexec import exec_protections
+
+    if not any(get_task(n).kind == "code" for n in suite_tasks(suite or "small", tasks)):
+        return None
+    return exec_protections(allow_unsafe_exec)
+
+
 def evaluate(model, tokenizer, suite: str = "small", tasks: list[str] | None = None, limit: int | None = None,
              seed: int = 0, device: str = "cpu", batch_size: int = 16, progress: bool = True,
              gen_batch_size: int = 8, allow_unsafe_exec: bool = False) -> EvalResult:

@@ -55,7 +55,7 @@ def compute_dense(cfg: StudyConfig, device: str) -> dict:
     t0 = time.perf_counter()
     model, tok = dense_model(cfg, device)
     res = evaluate(model, tok, suite=cfg.suite, tasks=cfg.tasks, limit=cfg.limit, seed=cfg.eval_seed, device=device,
-                   progress=False)
+                   progress=False, allow_unsafe_exec=cfg.allow_unsafe_exec)
     check_tasks(res, "dense evaluation")
     return {"result": res.to_dict(), "seconds": time.perf_counter() - t0}
 
@@ -78,7 +78,7 @@ def compute_cell(cfg: StudyConfig, cell: Cell, calib_data: bytes, calib_metrics:
     times["prune_cpu"] = time.process_time() - c0
     t0, c0 = time.perf_counter(), time.process_time()
     res = evaluate(work, tok, suite=cfg.suite, tasks=cfg.tasks, limit=cfg.limit, seed=cfg.eval_seed, device=device,
-                   progress=False)
+                   progress=False, allow_unsafe_exec=cfg.allow_unsafe_exec)
     times["eval"] = time.perf_counter() - t0
     times["eval_cpu"] = time.process_time() - c0
     check_tasks(res, "evaluation of the pruned model")
@@ -87,7 +87,14 @@ def compute_cell(cfg: StudyConfig, cell: Cell, calib_data: bytes, calib_metrics:
     prune = {"sparsity": report.sparsity, "timings": dict(report.timings), "config": asdict(report.config),
              "linears": len(report.layers), "mean_rel_error": sum(errs) / len(errs) if errs else None}
     return {"retention": retention(res, dense), "scores": res.to_dict(), "calib_metrics": calib_metrics,
-            "prune": prune, "timings": times}
+            "prune": prune, "timings": times, "sandbox": sandbox_protections(cfg)}
+
+
+def sandbox_protections(cfg: StudyConfig) -> dict | None:
+    """The sandbox layers the study's code tasks run under (None: no task runs code); CalmixError where refused."""
+    from calmix.evals.evaluate import sandbox_protections as protections
+
+    return protections(cfg.suite, cfg.tasks, cfg.allow_unsafe_exec)
 
 
 def check_tasks(res: Any, what: str) -> None:

@@ -54,6 +54,7 @@ class StudyConfig:
     limit: int | None = None
     tasks: list[str] | None = None
     eval_seed: int = 0
+    allow_unsafe_exec: bool = False  # run model-written code without kernel isolation (the user's explicit opt-in)
 
     @property
     def strategies(self) -> list[Strategy]:
@@ -74,6 +75,8 @@ class StudyConfig:
             evald["limit"] = self.limit
         if self.tasks is not None:
             evald["tasks"] = list(self.tasks)
+        if self.allow_unsafe_exec:
+            evald["allow_unsafe_exec"] = True
         return {
             "study": study,
             "calib": {"nsamples": self.nsamples, "seqlen": self.seqlen, "sources": list(self.sources),
@@ -89,6 +92,7 @@ class StudyConfig:
         d = dataclasses.asdict(self)
         d.pop("device")
         d.pop("name")
+        d.pop("allow_unsafe_exec")  # where code may run changes no score
         return digest(d, FINGERPRINT_LENGTH)
 
 
@@ -121,7 +125,8 @@ _SCHEMA: dict[str, dict[str, str]] = {
               "generated": "generated"},
     "prune": {"methods": "methods", "sparsities": "sparsities", "patterns": "patterns", "blocksize": "blocksize",
               "percdamp": "percdamp", "true_sequential": "true_sequential"},
-    "eval": {"suite": "suite", "limit": "limit", "tasks": "tasks", "seed": "eval_seed"},
+    "eval": {"suite": "suite", "limit": "limit", "tasks": "tasks", "seed": "eval_seed",
+             "allow_unsafe_exec": "allow_unsafe_exec"},
 }
 
 
@@ -293,6 +298,10 @@ def parse_config(data: dict, where: str = "config") -> StudyConfig:
         cfg.tasks = _list("eval.tasks", e["tasks"], _str)
     if "seed" in e:
         cfg.eval_seed = _int("eval.seed", e["seed"], lo=0)
+    if "allow_unsafe_exec" in e:
+        if not isinstance(e["allow_unsafe_exec"], bool):
+            raise _err("eval.allow_unsafe_exec", f"must be true or false, got {e['allow_unsafe_exec']!r}")
+        cfg.allow_unsafe_exec = e["allow_unsafe_exec"]
     _check_eval(cfg)
     return cfg
 

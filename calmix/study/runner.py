@@ -12,7 +12,8 @@ from typing import Any, Callable
 
 from calmix.registry import Registry
 from calmix.runrecord import check_writable_dir, run_record, write_json_atomic
-from calmix.study.compute import compute_calib, compute_cell, ensure_dense, error_line, store_calib
+from calmix.study.compute import (compute_calib, compute_cell, ensure_dense, error_line, sandbox_protections,
+                                  store_calib)
 from calmix.study.config import StudyConfig
 from calmix.study.folder import grid_status, prepare_folder, study_lock
 from calmix.study.grid import Cell, calib_key, cell_key, dense_key
@@ -76,6 +77,11 @@ def run_study(cfg: StudyConfig, text: str, out: str | os.PathLike, backend: str 
     """Run every pending cell of a study into `out` (resumable); returns a summary with the status counts."""
     runner = BACKENDS.get(backend)
     runner.check()
+    sandbox = sandbox_protections(cfg)  # refuse unisolated code execution before any cell runs
+    if sandbox is not None and progress:
+        from calmix.evals.sandbox import describe
+
+        print(f"calmix: sandbox: {describe(sandbox)}", file=sys.stderr)
     out = Path(out)
     device = device or cfg.device
     t0, c0 = time.perf_counter(), time.process_time()
@@ -101,7 +107,7 @@ def run_study(cfg: StudyConfig, text: str, out: str | os.PathLike, backend: str 
             rec = run_record(f"calmix study run --backend {backend}", asdict(cfg),
                              {"total": time.perf_counter() - t0, "cpu": time.process_time() - c0,
                               "cpu_children": _children_cpu()}, out=str(out), backend=backend, device=device,
-                             fingerprint=cfg.fingerprint(), cells_run=len(todo), status=counts)
+                             fingerprint=cfg.fingerprint(), cells_run=len(todo), status=counts, sandbox=sandbox)
             (out / "runs").mkdir(exist_ok=True)
             write_json_atomic(out / "runs" / time.strftime("run-%Y%m%d-%H%M%S.json"), rec)
             return {"status": counts, "ran": len(todo), "seconds": time.perf_counter() - t0,

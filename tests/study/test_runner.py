@@ -135,3 +135,24 @@ def test_backends_are_a_registry():
     assert BACKENDS.get("ray").options == ("num_cpus", "address", "threads") and BACKENDS.get("local").options == ()
     with pytest.raises(CalmixError, match="unknown backend 'lcoal'.*did you mean 'local'"):
         run_study(None, "", "unused", backend="lcoal")
+
+
+def test_code_tasks_are_refused_before_any_cell_without_isolation(tmp_path, grid_config, monkeypatch):
+    """A study whose tasks run model-written code stops at once where the sandbox has no kernel isolation,
+    unless the config opts in; the opt-in does not change the cells' keys."""
+    from calmix.evals.sandbox import host
+    from calmix.study.config import parse_config
+
+    monkeypatch.setattr(host, "isolation", lambda: {"available": False, "reason": "user namespaces disabled",
+                                                    "fix": "enable them"})
+    code = {**grid_config, "eval": {"suite": "small", "tasks": ["humaneval"], "limit": 1}}
+    cfg = parse_config(code)
+    out = tmp_path / "study"
+    with pytest.raises(CalmixError, match="user namespaces disabled"):
+        run_study(cfg, "", out, progress=False)
+    assert not (out / "study.db").exists()
+    opted = parse_config({**code, "eval": {**code["eval"], "allow_unsafe_exec": True}})
+    assert opted.allow_unsafe_exec and opted.fingerprint() == cfg.fingerprint()
+    assert [cell_key(opted, c) for c in build_grid(opted)] == [cell_key(cfg, c) for c in build_grid(cfg)]
+    with pytest.raises(CalmixError, match="`eval.allow_unsafe_exec` must be true or false"):
+        parse_config({**code, "eval": {**code["eval"], "allow_unsafe_exec": "yes"}})
