@@ -204,7 +204,8 @@ def groups_by_input(linears: dict[str, nn.Linear], probe: Callable[[], object]) 
 
 
 def collect_statistics(pruner: Pruner, layer: nn.Module, index: int, linears: dict[str, nn.Linear],
-                       groups: list[list[str]], captured: LayerCalls, keep_outputs: bool) -> tuple[dict[str, Accumulator], list[torch.Tensor]]:
+                       groups: list[list[str]], captured: LayerCalls,
+                       keep_outputs: bool) -> tuple[dict[str, Accumulator], list[torch.Tensor]]:
     """Run the dense layer on every batch, feeding the pruner's accumulator on the first linear of each group
     (padding excluded); return the accumulators by that linear's name, and the outputs when keep_outputs."""
     accumulators = {}
@@ -212,9 +213,12 @@ def collect_statistics(pruner: Pruner, layer: nn.Module, index: int, linears: di
         acc = pruner.accumulator(linears[group[0]].in_features, captured.device)
         if acc is not None:
             accumulators[group[0]] = acc
-    current_mask: list[torch.Tensor | None] = [None]
-    hooks = [linears[name].register_forward_hook(lambda _m, inp, _o, acc=acc: acc.add(inp[0].detach(), current_mask[0]))
-             for name, acc in accumulators.items()]
+    current_mask: list[torch.Tensor | None] = [None]  # the batch's attention mask, read by the hooks
+
+    def feed(acc: Accumulator):
+        return lambda _mod, inp, _out: acc.add(inp[0].detach(), current_mask[0])
+
+    hooks = [linears[name].register_forward_hook(feed(acc)) for name, acc in accumulators.items()]
     outputs = []
     try:
         for b, b_mask in enumerate(captured.masks):
@@ -250,8 +254,8 @@ def prune_groups(pruner: Pruner, linears: dict[str, nn.Linear], groups: list[lis
     return records
 
 
-def replay_and_measure(layer: nn.Module, index: int, linears: dict[str, nn.Linear], dense: dict[str, torch.Tensor],
-                       captured: LayerCalls, cfg: PruneConfig) -> dict[str, float]:
+def replay_and_measure(layer: nn.Module, index: int, linears: dict[str, nn.Linear],
+                       dense: dict[str, torch.Tensor], captured: LayerCalls, cfg: PruneConfig) -> dict[str, float]:
     """Replay the pruned layer (its outputs become the next layer's inputs when true_sequential) and return each
     linear's relative output error ||y - y_dense||² / ||y_dense||² on the first err_samples windows."""
     sums = {name: [0.0, 0.0] for name in linears}
