@@ -8,12 +8,14 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
 from calmix.errors import CalmixError
 from calmix.paths import cache_dir
+from calmix.registry import Registry
 from calmix.runrecord import atomic_dir
 
 log = logging.getLogger(__name__)
@@ -40,11 +42,11 @@ def _gemma3_gguf() -> Path:
     return Path(g.assemble(cache_dir("gguf") / g.MODEL_NAME))
 
 
-BUILTIN_MODELS = {
-    "default": ("SmolLM2-135M-Instruct", _smollm2_gguf),
-    "smollm2-135m": ("SmolLM2-135M-Instruct", _smollm2_gguf),
-    "gemma3-270m": ("gemma-3-270m", _gemma3_gguf),
-}
+# Bundled models by name: (folder name of the dequantized copy, finder of the packaged .gguf file).
+BUILTIN_MODELS: Registry[tuple[str, Callable[[], Path]]] = Registry("model")
+BUILTIN_MODELS.add("default", ("SmolLM2-135M-Instruct", _smollm2_gguf))
+BUILTIN_MODELS.add("smollm2-135m", ("SmolLM2-135M-Instruct", _smollm2_gguf))
+BUILTIN_MODELS.add("gemma3-270m", ("gemma-3-270m", _gemma3_gguf))
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
@@ -88,7 +90,7 @@ def resolve_model_path(spec: str) -> str:
     """Map a model spec to something from_pretrained accepts: a local folder or a hub id."""
     spec = str(spec)
     if spec in BUILTIN_MODELS:
-        name, finder = BUILTIN_MODELS[spec]
+        name, finder = BUILTIN_MODELS.get(spec)
         return str(gguf_to_folder(finder(), name))
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
@@ -109,7 +111,7 @@ def resolve_model_path(spec: str) -> str:
 
 
 def load_model(spec: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"):
-    """Load (model, tokenizer) from a local folder, a hub id, a .gguf file, 'default' or 'gemma3-270m'."""
+    """Load (model, tokenizer) from a local folder, a hub id, a .gguf file or a BUILTIN_MODELS name."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     path = resolve_model_path(spec)

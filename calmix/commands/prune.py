@@ -15,10 +15,14 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from calmix.models import BUILTIN_MODELS
+    from calmix.prune import PRUNERS
+
+    builtin = ", ".join(BUILTIN_MODELS)
     p = sub.add_parser("prune", help="prune a model layer by layer on a calibration set",
                        description="Prune every decoder linear of a causal LM and save the pruned model.")
-    p.add_argument("--model", default="default", help="HF folder, hub id, .gguf file, 'default' or 'gemma3-270m'")
-    p.add_argument("--method", default="sparsegpt", help="sparsegpt | wanda | magnitude (default sparsegpt)")
+    p.add_argument("--model", default="default", help=f"HF folder, hub id, .gguf file, or one of {builtin}")
+    p.add_argument("--method", default="sparsegpt", help=f"{' | '.join(PRUNERS)} (default sparsegpt)")
     p.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights to prune, in [0, 1)")
     p.add_argument("--pattern", default="unstructured", help="'unstructured' or N:M such as 2:4 (default unstructured)")
     p.add_argument("--calib", default="c4", help="calibration spec: source name, file, mix:..., selfcal, igsp, a built set")
@@ -40,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("ppl", help="perplexity on WikiText-2 or a text file (SparseGPT-style windows)")
-    p.add_argument("--model", default="default", help="HF folder, hub id, .gguf file or 'default'")
+    p.add_argument("--model", default="default", help=f"HF folder, hub id, .gguf file, or one of {builtin}")
     p.add_argument("--data", default="wikitext2", help="wikitext2 or a .txt/.jsonl file (default wikitext2)")
     p.add_argument("--seqlen", type=int, default=2048, help="window length (default 2048)")
     p.add_argument("--max-windows", type=int, default=None, help="only the first N windows")
@@ -63,7 +67,9 @@ def _calib_set(args, tokenizer, model):
 
 def cmd_prune(args) -> int:
     from calmix.models import load_model
+    from calmix.prune import PRUNERS
     from calmix.prune.engine import PruneConfig, prune_model, validate_config
+    from calmix.prune.masks import validate_pattern
     from calmix.runrecord import Timer, atomic_dir, check_writable_dir, run_record, write_json_atomic
 
     if args.nsamples < 1 or args.seqlen < 2:
@@ -73,11 +79,7 @@ def cmd_prune(args) -> int:
                       percdamp=args.percdamp, true_sequential=not args.dense_inputs,
                       include=tuple(args.include or ("*",)), exclude=tuple(args.exclude or ()),
                       offload=args.offload, batch_size=args.batch_size)
-    from calmix.prune.registry import get_pruner
-
-    from calmix.prune.masks import validate_pattern
-
-    get_pruner(cfg.method)  # fail on bad options before loading anything
+    PRUNERS.get(cfg.method)  # fail on bad options before loading anything
     n, m = cfg.nm()
     validate_pattern(cfg.sparsity, n, m, m or 1)
     timer = Timer()
@@ -139,11 +141,11 @@ def cmd_ppl(args) -> int:
 
 
 def cmd_sparsity(args) -> int:
-    from calmix.models import load_model
+    from calmix.models import BUILTIN_MODELS, load_model
     from calmix.prune.engine import model_sparsity
 
     path = Path(args.model)
-    if not path.exists() and args.model not in ("default", "gemma3-270m"):
+    if not path.exists() and args.model not in BUILTIN_MODELS:
         raise CalmixError(f"model folder {args.model} does not exist")
     model, _ = load_model(args.model)
     rep = model_sparsity(model)

@@ -1,12 +1,14 @@
-"""Sequential layer-by-layer pruning: capture decoder-layer inputs, collect statistics, prune, replay."""
+"""Sequential layer-by-layer pruning: capture the decoder layers' calls, then for each layer collect the
+pruner's statistics, prune the linears by groups sharing one input, and replay the pruned layer to measure
+its error and feed the next layer."""
 
 from __future__ import annotations
 
 import fnmatch
-import logging
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable
+from functools import partial
+from typing import Callable
 
 import torch
 from torch import nn
@@ -14,8 +16,9 @@ from tqdm.auto import tqdm
 
 from calmix.errors import CalmixError
 from calmix.models import decoder_layers, decoder_layers_name
-
-log = logging.getLogger(__name__)
+from calmix.prune.capture import LayerCalls, activation_device, batches_of, capture_layer_calls
+from calmix.prune.masks import parse_pattern, validate_pattern
+from calmix.prune.registry import PRUNERS, Accumulator, Pruner
 
 
 @dataclass
@@ -36,8 +39,6 @@ class PruneConfig:
 
     def nm(self) -> tuple[int, int]:
         """(n, m) of the pattern, (0, 0) for unstructured."""
-        from calmix.prune.masks import parse_pattern
-
         return parse_pattern(self.pattern)
 
     def target_sparsity(self) -> float:
@@ -82,56 +83,6 @@ class PruneReport:
         return d
 
 
-class _StopForward(Exception):
-    pass
-
-
-class _Recorder(nn.Module):
-    """Stands in for a decoder layer during capture: records its call, passes hidden states through."""
-
-    def __init__(self, index: int, sink: Callable[[int, tuple, dict], None], stop: bool):
-        super().__init__()
-        self.index, self.sink, self.stop = index, sink, stop
-
-    def forward(self, *args, **kwargs):
-        self.sink(self.index, args, kwargs)
-        if self.stop:
-            raise _StopForward
-        hidden = args[0] if args else kwargs["hidden_states"]
-        return (hidden,)
-
-
-def _dedupe(obj: Any, pool: list[torch.Tensor]) -> Any:
-    """Replace tensors equal to one already in pool by that one (kwargs repeat across layers and batches)."""
-    if isinstance(obj, torch.Tensor):
-        for t in pool:
-            if t.shape == obj.shape and t.dtype == obj.dtype and t.device == obj.device and torch.equal(t, obj):
-                return t
-        pool.append(obj)
-        return obj
-    if isinstance(obj, tuple):
-        return tuple(_dedupe(o, pool) for o in obj)
-    if isinstance(obj, list):
-        return [_dedupe(o, pool) for o in obj]
-    if isinstance(obj, dict):
-        return {k: _dedupe(v, pool) for k, v in obj.items()}
-    return obj
-
-
-def _move_outside_layers(model: nn.Module, layers_name: str, device: torch.device) -> None:
-    """Move every parameter and buffer that is not inside the decoder layers to device."""
-    prefix = layers_name + "."
-    for module_name, module in model.named_modules():
-        if module_name == layers_name or module_name.startswith(prefix):
-            continue
-        for key, p in list(module._parameters.items()):
-            if p is not None and p.device != device:
-                p.data = p.data.to(device)
-        for key, b in list(module._buffers.items()):
-            if b is not None and b.device != device:
-                module._buffers[key] = b.to(device)
-
-
 def _as_calib(calib) -> tuple[torch.Tensor, torch.Tensor | None]:
     ids = getattr(calib, "input_ids", calib)
     mask = getattr(calib, "attention_mask", None)
@@ -156,10 +107,7 @@ def target_linears(layer: nn.Module, layer_prefix: str, cfg: PruneConfig) -> dic
 
 def validate_config(model: nn.Module, cfg: PruneConfig) -> None:
     """Check method, sparsity and pattern against every target linear before anything is changed."""
-    from calmix.prune.masks import validate_pattern
-    from calmix.prune.registry import get_pruner
-
-    get_pruner(cfg.method)
+    PRUNERS.get(cfg.method)
     n, m = cfg.nm()
     if cfg.offload not in ("auto", "device", "cpu"):
         raise CalmixError(f"unknown offload '{cfg.offload}': choose auto, device or cpu")
@@ -176,8 +124,61 @@ def validate_config(model: nn.Module, cfg: PruneConfig) -> None:
         raise CalmixError(f"no linear layer matches --include {list(cfg.include)} minus --exclude {list(cfg.exclude)}")
 
 
-def _groups_by_input(layer: nn.Module, linears: dict[str, nn.Linear], args: tuple, kwargs: dict) -> list[list[str]]:
-    """Group linears that read the same input tensor (q/k/v, gate/up) by one probing forward."""
+@torch.no_grad()
+def prune_model(model: nn.Module, calib, cfg: PruneConfig, device: str | torch.device | None = None,
+                progress: bool = True) -> PruneReport:
+    """Prune the decoder linears of `model` in place, one decoder layer at a time, on `calib` token windows."""
+    t_start = time.perf_counter()
+    validate_config(model, cfg)
+    pruner = PRUNERS.get(cfg.method)
+    ids, mask = _as_calib(calib)
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    report = PruneReport(config=cfg, nsamples=ids.shape[0], seqlen=ids.shape[1],
+                         ntokens=int(mask.sum()) if mask is not None else ids.numel(), device=str(device))
+    use_cache, model.config.use_cache = getattr(model.config, "use_cache", None), False
+
+    t0 = time.perf_counter()
+    offload = activation_device(model, ids.numel(), device, cfg.offload)
+    captured = capture_layer_calls(model, batches_of(ids, mask, cfg.batch_size), device, offload)
+    report.timings["capture"] = time.perf_counter() - t0
+
+    layers, layers_name = decoder_layers(model), decoder_layers_name(model)
+    for li in tqdm(range(len(layers)), desc=_progress_label(cfg), unit="layer", disable=not progress):
+        layer, prefix = layers[li], f"{layers_name}.{li}"
+        layer_home = next(layer.parameters()).device
+        layer.to(device)
+        linears = target_linears(layer, prefix, cfg)
+
+        t0 = time.perf_counter()
+        groups = groups_by_input(linears, partial(captured.replay, layer, li, 0))
+        accumulators, dense_outputs = collect_statistics(pruner, layer, li, linears, groups, captured,
+                                                         keep_outputs=not cfg.true_sequential)
+        t_stats = time.perf_counter() - t0
+        dense = {name: lin.weight.detach().clone() for name, lin in linears.items()}
+        records = prune_groups(pruner, linears, groups, accumulators, cfg, prefix, t_stats)
+
+        t0 = time.perf_counter()
+        errors = replay_and_measure(layer, li, linears, dense, captured, cfg)
+        if not cfg.true_sequential:  # the next layer reads the dense layer's outputs
+            captured.hidden = dense_outputs
+        for name, rec in records.items():
+            rec.rel_error = errors[name]
+        report.layers.extend(records.values())
+        report.timings[f"layer_{li}"] = t_stats + time.perf_counter() - t0
+        layer.to(layer_home)
+        del dense
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        _check_finite(captured.hidden, li)
+    model.config.use_cache = use_cache
+    report.timings["total"] = time.perf_counter() - t_start
+    return report
+
+
+def groups_by_input(linears: dict[str, nn.Linear], probe: Callable[[], object]) -> list[list[str]]:
+    """Group linears that read the same input tensor (q/k/v, gate/up), seen in one probing forward `probe()`."""
+    if not linears:
+        return []
     seen: dict[str, tuple] = {}
     alive: list[torch.Tensor] = []  # hold every input so no freed buffer is reused under the same address
     hooks = []
@@ -191,8 +192,7 @@ def _groups_by_input(layer: nn.Module, linears: dict[str, nn.Linear], args: tupl
     try:
         for name, lin in linears.items():
             hooks.append(lin.register_forward_hook(make(name)))
-        with torch.no_grad():
-            layer(*args, **kwargs)
+        probe()
     finally:
         for h in hooks:
             h.remove()
@@ -203,185 +203,99 @@ def _groups_by_input(layer: nn.Module, linears: dict[str, nn.Linear], args: tupl
     return list(groups.values())
 
 
-def _layer_output(out: Any) -> torch.Tensor:
-    return out[0] if isinstance(out, (tuple, list)) else out
+def collect_statistics(pruner: Pruner, layer: nn.Module, index: int, linears: dict[str, nn.Linear],
+                       groups: list[list[str]], captured: LayerCalls,
+                       keep_outputs: bool) -> tuple[dict[str, Accumulator], list[torch.Tensor]]:
+    """Run the dense layer on every batch, feeding the pruner's accumulator on the first linear of each group
+    (padding excluded); return the accumulators by that linear's name, and the outputs when keep_outputs."""
+    accumulators = {}
+    for group in groups:
+        acc = pruner.accumulator(linears[group[0]].in_features, captured.device)
+        if acc is not None:
+            accumulators[group[0]] = acc
+    current_mask: list[torch.Tensor | None] = [None]  # the batch's attention mask, read by the hooks
 
+    def feed(acc: Accumulator):
+        return lambda _mod, inp, _out: acc.add(inp[0].detach(), current_mask[0])
 
-@torch.no_grad()
-def prune_model(model: nn.Module, calib, cfg: PruneConfig, device: str | torch.device | None = None,
-                progress: bool = True) -> PruneReport:
-    """Prune the decoder linears of `model` in place, one decoder layer at a time, on `calib` token windows."""
-    from calmix.prune.registry import apply_pruner_group, get_pruner, prepare_stat
-    from calmix.prune.sparsegpt import HessianAccumulator
-    from calmix.prune.wanda import XNormAccumulator
-
-    t_start = time.perf_counter()
-    validate_config(model, cfg)
-    pruner = get_pruner(cfg.method)
-    n, m = cfg.nm()
-    ids, mask = _as_calib(calib)
-    home = next(model.parameters()).device
-    device = torch.device(device) if device is not None else home
-    layers = decoder_layers(model)
-    layers_name = decoder_layers_name(model)
-    report = PruneReport(config=cfg, nsamples=ids.shape[0], seqlen=ids.shape[1],
-                         ntokens=int(mask.sum()) if mask is not None else ids.numel(), device=str(device))
-    use_cache = getattr(model.config, "use_cache", None)
-    model.config.use_cache = False
-
-    # 1. Capture: run the model with every decoder layer replaced by a recorder; keep each layer's call.
-    t0 = time.perf_counter()
-    batches = [(ids[i:i + cfg.batch_size], None if mask is None else mask[i:i + cfg.batch_size])
-               for i in range(0, ids.shape[0], cfg.batch_size)]
-    calls: list[list[tuple[tuple, dict]]] = [[] for _ in layers]  # calls[layer][batch] = (extra args, kwargs)
-    inps: list[torch.Tensor] = []
-    pool: list[torch.Tensor] = []
-    offload = torch.device("cpu") if cfg.offload == "cpu" else device
-    if cfg.offload == "auto" and device.type == "cuda":
-        hidden = getattr(model.config, "hidden_size", 4096)
-        need = 2 * ids.numel() * hidden * torch.finfo(next(model.parameters()).dtype).bits // 8
-        free, _ = torch.cuda.mem_get_info(device)
-        if need > 0.5 * free:
-            offload = torch.device("cpu")
-            log.info("activations (%.1f GiB) spill to CPU memory", need / 2**30)
-
-    def sink(index: int, args: tuple, kwargs: dict) -> None:
-        hidden = args[0] if args else kwargs.get("hidden_states")
-        kwargs = {k: v for k, v in kwargs.items() if k != "hidden_states"}
-        if index == 0:
-            inps.append(hidden.to(offload))
-        calls[index].append((_dedupe(tuple(args[1:]), pool), _dedupe(kwargs, pool)))
-
-    originals = list(layers)
-    _move_outside_layers(model, layers_name, device)
+    hooks = [linears[name].register_forward_hook(feed(acc)) for name, acc in accumulators.items()]
+    outputs = []
     try:
-        for i in range(len(layers)):
-            layers[i] = _Recorder(i, sink, stop=(i == len(layers) - 1))
-        for b_ids, b_mask in batches:
-            try:
-                model(input_ids=b_ids.to(device),
-                      attention_mask=None if b_mask is None else b_mask.to(device), use_cache=False)
-            except _StopForward:
-                pass
+        for b, b_mask in enumerate(captured.masks):
+            current_mask[0] = None if b_mask is None else b_mask.to(captured.device)
+            out = captured.replay(layer, index, b)
+            if keep_outputs:
+                outputs.append(out.to(captured.offload))
     finally:
-        for i, layer in enumerate(originals):
-            layers[i] = layer
-        if device != home:
-            _move_outside_layers(model, layers_name, home)
-    if len(inps) != len(batches) or any(len(c) != len(batches) for c in calls):
-        raise CalmixError(f"{type(model).__name__} did not call every decoder layer once per batch: "
-                          "calmix supports decoder-only models that run their layers in order")
-    report.timings["capture"] = time.perf_counter() - t0
+        for h in hooks:
+            h.remove()
+    return accumulators, outputs
 
-    # 2. Layer by layer: statistics → prune → outputs feed the next layer.
-    bar = tqdm(range(len(layers)), desc=f"{cfg.method} {cfg.pattern if m else f'{cfg.sparsity:.0%}'}",
-               unit="layer", disable=not progress)
-    for li in bar:
-        layer = layers[li]
-        layer_home = next(layer.parameters()).device
-        layer.to(device)
-        prefix = f"{layers_name}.{li}"
-        linears = target_linears(layer, prefix, cfg)
 
-        def run(b: int, x: torch.Tensor) -> torch.Tensor:
-            args, kwargs = calls[li][b]
-            return _layer_output(layer(x.to(device), *args, **kwargs))
+def prune_groups(pruner: Pruner, linears: dict[str, nn.Linear], groups: list[list[str]],
+                 accumulators: dict[str, Accumulator], cfg: PruneConfig, prefix: str,
+                 t_stats: float) -> dict[str, LayerRecord]:
+    """Prune each group of linears sharing an input in place, its statistic read once; a record per linear."""
+    n, m = cfg.nm()
+    records: dict[str, LayerRecord] = {}
+    for group in groups:
+        stat = pruner.prepare(accumulators.pop(group[0], None), percdamp=cfg.percdamp)
+        t1 = time.perf_counter()
+        results = pruner.prune_group([linears[name].weight.data for name in group], stat, cfg.sparsity, n, m,
+                                     blocksize=cfg.blocksize, percdamp=cfg.percdamp)
+        seconds = (time.perf_counter() - t1) / len(group) + t_stats / max(len(linears), 1)
+        for name, res in zip(group, results):
+            lin = linears[name]
+            lin.weight.data.copy_(res.weight.to(lin.weight.dtype))
+            sp = float((lin.weight.data == 0).float().mean())
+            records[name] = LayerRecord(f"{prefix}.{name}", tuple(lin.weight.shape), sp, None, seconds,
+                                        {k: v for k, v in res.info.items() if isinstance(v, (int, float, str))})
+        del stat  # free the factorisation before the next group's
+    return records
 
-        t0 = time.perf_counter()
-        groups = _groups_by_input(layer, linears, (inps[0].to(device),) + calls[li][0][0], calls[li][0][1]) \
-            if linears else []
-        stats: dict[str, Any] = {}
-        hooks = []
-        current_mask: list[torch.Tensor | None] = [None]
-        if pruner.stats is not None:
-            for group in groups:
-                lead = group[0]
-                lin = linears[lead]
-                acc = (HessianAccumulator(lin.in_features, device) if pruner.stats == "hessian"
-                       else XNormAccumulator(lin.in_features, device))
-                stats[lead] = acc
-                hooks.append(lin.register_forward_hook(
-                    lambda _m, inp, _o, acc=acc: acc.add(inp[0].detach(), current_mask[0])))
-        dense_outs: list[torch.Tensor] = []
-        try:
-            for b in range(len(batches)):
-                current_mask[0] = None if batches[b][1] is None else batches[b][1].to(device)
-                out = run(b, inps[b])
-                if not cfg.true_sequential:
-                    dense_outs.append(out.to(offload))
-        finally:
-            for h in hooks:
-                h.remove()
-        t_stats = time.perf_counter() - t0
 
-        # Keep dense copies of the weights for the output-error measurement.
-        dense_w = {name: lin.weight.detach().clone() for name, lin in linears.items()}
-        records: dict[str, LayerRecord] = {}
-        for group in groups:
-            stat = None
-            if pruner.stats == "hessian":
-                stat = stats[group[0]].H
-            elif pruner.stats == "xnorm":
-                stat = stats[group[0]].xnorm_sq
-            stat = prepare_stat(pruner, stat, percdamp=cfg.percdamp)  # one factorisation per shared input
-            t1 = time.perf_counter()
-            results = apply_pruner_group(pruner, [linears[name].weight.data for name in group], stat, cfg.sparsity,
-                                         n, m, blocksize=cfg.blocksize, percdamp=cfg.percdamp)
-            seconds = (time.perf_counter() - t1) / len(group) + t_stats / max(len(linears), 1)
-            for name, res in zip(group, results):
-                lin = linears[name]
-                lin.weight.data.copy_(res.weight.to(lin.weight.dtype))
-                sp = float((lin.weight.data == 0).float().mean())
-                records[name] = LayerRecord(f"{prefix}.{name}", tuple(lin.weight.shape), sp, None, seconds,
-                                            {k: v for k, v in res.info.items() if isinstance(v, (int, float, str))})
-            del stat
-        stats.clear()
+def replay_and_measure(layer: nn.Module, index: int, linears: dict[str, nn.Linear],
+                       dense: dict[str, torch.Tensor], captured: LayerCalls, cfg: PruneConfig) -> dict[str, float]:
+    """Replay the pruned layer (its outputs become the next layer's inputs when true_sequential) and return each
+    linear's relative output error ||y - y_dense||² / ||y_dense||² on the first err_samples windows."""
+    sums = {name: [0.0, 0.0] for name in linears}
+    err_batches = max(1, -(-cfg.err_samples // cfg.batch_size))
 
-        # Outputs of the pruned layer (next inputs), and the relative output error of each linear.
-        errs = {name: [0.0, 0.0] for name in linears}
-        err_batches = max(1, -(-cfg.err_samples // cfg.batch_size))
+    def err_hook(name, weight):
+        def hook(mod, inp, out):
+            x, out = inp[0][: cfg.err_samples], out[: cfg.err_samples]
+            ref = nn.functional.linear(x, weight.to(x.dtype), None if mod.bias is None else mod.bias)
+            sums[name][0] += float((out.float() - ref.float()).pow(2).sum())
+            sums[name][1] += float(ref.float().pow(2).sum())
+        return hook
 
-        def err_hook(name, dense):
-            def hook(_mod, inp, out):
-                x, out = inp[0][: cfg.err_samples], out[: cfg.err_samples]
-                ref = nn.functional.linear(x, dense.to(x.dtype), None if _mod.bias is None else _mod.bias)
-                errs[name][0] += float((out.float() - ref.float()).pow(2).sum())
-                errs[name][1] += float(ref.float().pow(2).sum())
-            return hook
+    hooks = [lin.register_forward_hook(err_hook(name, dense[name])) for name, lin in linears.items()]
+    try:
+        for b in range(len(captured.hidden)):
+            if b == err_batches:
+                for h in hooks:
+                    h.remove()
+                hooks = []
+            if cfg.true_sequential:
+                captured.hidden[b] = captured.replay(layer, index, b).to(captured.offload)
+            elif b < err_batches:
+                captured.replay(layer, index, b)
+    finally:
+        for h in hooks:
+            h.remove()
+    return {name: num / den if den > 0 else 0.0 for name, (num, den) in sums.items()}
 
-        t0 = time.perf_counter()
-        hooks = [lin.register_forward_hook(err_hook(name, dense_w[name])) for name, lin in linears.items()]
-        try:
-            for b in range(len(batches)):
-                if b == err_batches:
-                    for h in hooks:
-                        h.remove()
-                    hooks = []
-                if cfg.true_sequential:
-                    inps[b] = run(b, inps[b]).to(offload)
-                elif b < err_batches:
-                    run(b, inps[b])
-        finally:
-            for h in hooks:
-                h.remove()
-        if not cfg.true_sequential:
-            inps = dense_outs
-        for name, rec in records.items():
-            num, den = errs[name]
-            rec.rel_error = num / den if den > 0 else 0.0
-            report.layers.append(rec)
-        report.timings[f"layer_{li}"] = t_stats + time.perf_counter() - t0
-        layer.to(layer_home)
-        del dense_w
-        if device.type == "cuda":
-            torch.cuda.empty_cache()
-        for v in inps:
-            if not torch.isfinite(v).all():
-                raise CalmixError(f"non-finite activations after pruning layer {li}: lower the sparsity or raise "
-                                  f"--percdamp")
-    model.config.use_cache = use_cache
-    report.timings["total"] = time.perf_counter() - t_start
-    return report
+
+def _progress_label(cfg: PruneConfig) -> str:
+    """'sparsegpt 60%' or 'wanda 2:4'."""
+    return f"{cfg.method} {cfg.pattern if cfg.nm()[1] else f'{cfg.sparsity:.0%}'}"
+
+
+def _check_finite(inputs: list[torch.Tensor], index: int) -> None:
+    """CalmixError when the inputs of the layer after `index` hold a NaN or an inf."""
+    if not all(torch.isfinite(x).all() for x in inputs):
+        raise CalmixError(f"non-finite activations after pruning layer {index}: lower the sparsity or raise "
+                          f"--percdamp")
 
 
 def model_sparsity(model: nn.Module, include: tuple[str, ...] = ("*",)) -> dict:

@@ -1,74 +1,67 @@
-"""Registry of pruning methods and one uniform way to call them."""
+"""The pruner interface (each method owns its input statistic) and the registry of pruning methods.
+
+A pruner says three things, and the engine asks nothing else:
+- ``accumulator(in_features, device)``: a fresh streaming accumulator of the statistic it needs from the
+  inputs of one linear (``add(x, attention_mask)``), or None when it needs no calibration data;
+- ``prepare(acc, **opts)``: that statistic in the form its pure function takes, computed once for all
+  linears that read the same input (SparseGPT's factorisation of H);
+- ``prune(W, stat, ...)`` / ``prune_group([W, ...], stat, ...)``: prune one weight, or weights sharing one input.
+The pure math stays in plain functions (``sparsegpt_prune``, ``wanda_prune``, ``magnitude_prune``).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Protocol
 
+import torch
 from torch import Tensor
 
 from calmix.errors import CalmixError
-from calmix.prune.magnitude import magnitude_prune
 from calmix.prune.masks import PruneResult
-from calmix.prune.sparsegpt import hessian_factor, sparsegpt_prune, sparsegpt_prune_group
-from calmix.prune.wanda import wanda_prune
+from calmix.registry import Registry
 
 
-@dataclass(frozen=True)
+class Accumulator(Protocol):
+    """Streaming statistic of one linear's inputs."""
+
+    def add(self, x: Tensor, attention_mask: Tensor | None = None) -> None: ...
+
+
 class Pruner:
-    """A pruning method: its name, the input statistic it needs, and its pure function."""
+    """A pruning method: the statistic it collects, how it reads it, and how it prunes (one subclass per method)."""
 
-    name: str
-    stats: Literal["hessian", "xnorm", None]
-    fn: Callable[..., PruneResult]
-    description: str
-    prepare: Callable[..., object] | None = None  # turns the statistic into what fn takes, once per input group
-    group_fn: Callable[..., list[PruneResult]] | None = None  # prunes weights sharing one input in one pass
+    name: str = ""
+    description: str = ""
+    stats: str | None = None  # the statistic's name, for messages ("hessian", "xnorm"); None: no calibration data
 
+    def accumulator(self, in_features: int, device: str | torch.device = "cpu") -> Accumulator | None:
+        """A fresh accumulator of this method's input statistic, or None when it needs no data."""
+        return None
 
-PRUNERS: dict[str, Pruner] = {
-    "sparsegpt": Pruner("sparsegpt", "hessian", sparsegpt_prune,
-                        "SparseGPT: OBS pruning with weight reconstruction, needs H = 2XXᵀ/n",
-                        prepare=lambda H, percdamp=0.01, **_: hessian_factor(H, percdamp),
-                        group_fn=sparsegpt_prune_group),
-    "wanda": Pruner("wanda", "xnorm", wanda_prune,
-                    "Wanda: |W|·||X_j||, lowest per output row, no weight update"),
-    "magnitude": Pruner("magnitude", None, magnitude_prune,
-                        "Magnitude: |W|, one threshold per layer, no calibration data"),
-}
+    def prepare(self, acc: Accumulator | None, **opts) -> object:
+        """The accumulated statistic in the form prune takes, read once per group of linears sharing an input."""
+        return None
 
+    def prune(self, W: Tensor, stat: object, sparsity: float, n: int = 0, m: int = 0, **opts) -> PruneResult:
+        """Prune W [out, in] with its statistic (raw or prepared); opts (blocksize, percdamp) reach SparseGPT."""
+        raise NotImplementedError
 
-def get_pruner(name: str) -> Pruner:
-    """The registered pruner called name; CalmixError naming the choices otherwise."""
-    try:
-        return PRUNERS[name]
-    except (KeyError, TypeError):
-        raise CalmixError(f"unknown pruning method {name!r}: choose one of {', '.join(sorted(PRUNERS))}") from None
+    def prune_group(self, Ws: list[Tensor], stat: object, sparsity: float, n: int = 0, m: int = 0,
+                    **opts) -> list[PruneResult]:
+        """Prune weights that read the same input; one by one unless the method has a joint pass."""
+        return [self.prune(W, stat, sparsity, n, m, **opts) for W in Ws]
 
-
-def apply_pruner(pruner: Pruner, W: Tensor, stat: Tensor | None, sparsity: float, n: int = 0, m: int = 0,
-                 **opts) -> PruneResult:
-    """Call pruner on W with its statistic (H, xnorm_sq or None); opts (blocksize, percdamp) go to sparsegpt."""
-    if pruner.stats is None:
-        return pruner.fn(W, sparsity, n, m)
-    if stat is None:
-        raise CalmixError(f"pruning method {pruner.name!r} needs the '{pruner.stats}' input statistic: "
-                          f"collect calibration statistics first")
-    if pruner.stats == "hessian":
-        return pruner.fn(W, stat, sparsity, n, m, **opts)
-    return pruner.fn(W, stat, sparsity, n, m)
+    def require(self, stat: object) -> None:
+        """CalmixError when this method needs a statistic and got none."""
+        if self.stats is not None and stat is None:
+            raise CalmixError(f"pruning method {self.name!r} needs the '{self.stats}' input statistic: "
+                              f"collect calibration statistics first")
 
 
-def apply_pruner_group(pruner: Pruner, Ws: list[Tensor], stat, sparsity: float, n: int = 0, m: int = 0,
-                       **opts) -> list[PruneResult]:
-    """apply_pruner on weights that read the same input, in one pass where the pruner has one."""
-    if pruner.group_fn is None or stat is None:
-        return [apply_pruner(pruner, W, stat, sparsity, n, m, **opts) for W in Ws]
-    return pruner.group_fn(Ws, stat, sparsity, n, m, **opts)
+PRUNERS: Registry[Pruner] = Registry("pruning method")
 
 
-def prepare_stat(pruner: Pruner, stat: Tensor | None, **opts):
-    """The statistic in the form pruner.fn takes, computed once for all linears sharing an input (or as is)."""
-    if pruner.prepare is None or stat is None:
-        return stat
-    return pruner.prepare(stat, **opts)
+def register_pruner(cls: type[Pruner]) -> type[Pruner]:
+    """Class decorator: register one instance of a Pruner subclass under its ``name``."""
+    PRUNERS.add(cls.name, cls())
+    return cls

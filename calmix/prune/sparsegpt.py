@@ -1,7 +1,8 @@
 """SparseGPT (Frantar & Alistarh 2023): one-shot OBS pruning with lazy batch updates.
 
-Follows IST-DASLab/sparsegpt ``SparseGPT.fasterprune`` (spec: shared/spec/method.md §2), with three
-deliberate differences:
+Follows the reference implementation, IST-DASLab/sparsegpt ``SparseGPT.fasterprune`` (Frantar & Alistarh,
+"SparseGPT: Massive Language Models Can Be Accurately Pruned in One-Shot", ICML 2023), with three deliberate
+differences:
 - unstructured: each block prunes exactly its share of the layer's ``int(sparsity * numel)`` entries
   (block b covering columns [i1, i2) prunes ``int(s*rows*i2) - int(s*rows*i1)``, the lowest scores
   with stable ties); the reference's ``tmp <= sort(tmp)[int(s*numel)]`` prunes one extra entry per block
@@ -26,6 +27,7 @@ from torch import Tensor
 
 from calmix.errors import CalmixError
 from calmix.prune.masks import PruneResult, lowest_k_mask, nm_mask, validate_pattern
+from calmix.prune.registry import Pruner, register_pruner
 
 
 def hessian_from_inputs(X: Tensor, mask: Tensor | None = None) -> tuple[Tensor, int]:
@@ -180,3 +182,28 @@ def sparsegpt_prune_group(Ws: list[Tensor], H: Tensor | HessianFactor, sparsity:
                 "pruned": pruned, "sparsity": pruned / max(mask.numel(), 1)}
         results.append(PruneResult(weight=Wt[:, r0:r1].t().to(W.dtype).contiguous(), mask=mask, info=info))
     return results
+
+
+@register_pruner
+class SparseGPT(Pruner):
+    """SparseGPT: its statistic is H = 2XXᵀ/n, factorised once per input group, then OBS pruning of the group."""
+
+    name = "sparsegpt"
+    description = "SparseGPT: OBS pruning with weight reconstruction, needs H = 2XXᵀ/n"
+    stats = "hessian"
+
+    def accumulator(self, in_features: int, device: str | torch.device = "cpu") -> HessianAccumulator:
+        return HessianAccumulator(in_features, device)
+
+    def prepare(self, acc: HessianAccumulator, percdamp: float = 0.01, **_) -> HessianFactor:
+        return hessian_factor(acc.H, percdamp)
+
+    def prune(self, W: Tensor, stat: Tensor | HessianFactor | None, sparsity: float, n: int = 0, m: int = 0,
+              **opts) -> PruneResult:
+        self.require(stat)
+        return sparsegpt_prune(W, stat, sparsity, n, m, **opts)
+
+    def prune_group(self, Ws: list[Tensor], stat: Tensor | HessianFactor | None, sparsity: float, n: int = 0,
+                    m: int = 0, **opts) -> list[PruneResult]:
+        self.require(stat)
+        return sparsegpt_prune_group(Ws, stat, sparsity, n, m, **opts)

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from calmix.prune.masks import PruneResult, apply_mask, nm_mask, unstructured_mask, validate_pattern
+from calmix.prune.registry import Pruner, register_pruner
 
 
 def wanda_prune(W: Tensor, xnorm_sq: Tensor, sparsity: float, n: int = 0, m: int = 0) -> PruneResult:
@@ -39,3 +40,22 @@ class XNormAccumulator:
         x = x.to(self.xnorm_sq.device, torch.float32)
         self.ntokens += x.shape[0]
         self.xnorm_sq += (x * x).sum(dim=0)
+
+
+@register_pruner
+class Wanda(Pruner):
+    """Wanda: its statistic is the per-input sum of squares over tokens, read as is."""
+
+    name = "wanda"
+    description = "Wanda: |W|·||X_j||, lowest per output row, no weight update"
+    stats = "xnorm"
+
+    def accumulator(self, in_features: int, device: str | torch.device = "cpu") -> XNormAccumulator:
+        return XNormAccumulator(in_features, device)
+
+    def prepare(self, acc: XNormAccumulator, **_) -> Tensor:
+        return acc.xnorm_sq
+
+    def prune(self, W: Tensor, stat: Tensor | None, sparsity: float, n: int = 0, m: int = 0, **_) -> PruneResult:
+        self.require(stat)
+        return wanda_prune(W, stat, sparsity, n, m)

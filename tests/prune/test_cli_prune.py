@@ -17,10 +17,6 @@ def text_file(tmp_path):
     return path
 
 
-def _prune(args, tmp_path):
-    return main(["prune", *args])
-
-
 def test_prune_writes_a_loadable_folder_with_a_record(tiny_dir, text_file, tmp_path, capsys):
     from transformers import AutoModelForCausalLM
 
@@ -82,6 +78,17 @@ def test_bad_pruning_options_exit_2_without_output(extra, needle, tiny_dir, text
     assert not out.exists() and not list(tmp_path.glob(".out.*"))
 
 
+def test_help_lists_the_registered_methods_and_models(capsys):
+    from calmix.models import BUILTIN_MODELS
+
+    with pytest.raises(SystemExit):
+        main(["prune", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--method METHOD sparsegpt | wanda | magnitude (default sparsegpt)" in text
+    assert "or one of default, smollm2-135m, gemma3-270m" in text and list(BUILTIN_MODELS) == [
+        "default", "smollm2-135m", "gemma3-270m"]
+
+
 def test_missing_model_path(tmp_path, capsys):
     rc = main(["prune", "--model", str(tmp_path / "nope"), "--calib", "stdlib", "--out", str(tmp_path / "o")])
     assert rc == 2 and "not found" in capsys.readouterr().err
@@ -94,13 +101,13 @@ def test_folder_without_config(tmp_path, capsys):
     assert rc == 2 and "config.json" in capsys.readouterr().err
 
 
-def test_non_decoder_model(tmp_path, default_tokenizer, capsys):
+def test_non_decoder_model(tmp_path, tiny_tokenizer, capsys):
     from transformers import BertConfig, BertModel
 
     path = tmp_path / "bert"
     BertModel(BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
                          intermediate_size=64)).save_pretrained(path)
-    default_tokenizer.save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
     rc = main(["prune", "--model", str(path), "--calib", "stdlib", "--out", str(tmp_path / "o")])
     assert rc == 2 and "not a causal decoder" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
@@ -137,8 +144,9 @@ def test_ppl_on_a_text_file(tiny_dir, text_file, tmp_path, capsys):
     rc = main(["ppl", "--model", str(tiny_dir), "--data", str(text_file), "--seqlen", "64", "--out", str(out)])
     assert rc == 0
     rec = json.loads(out.read_text())
-    # A random model over a 49k vocabulary is close to uniform: perplexity near the vocabulary size.
-    assert 10_000 < rec["ppl"] < 200_000 and rec["windows"] >= 1
+    # A random model is close to uniform over its vocabulary: perplexity near the vocabulary size.
+    vocab = json.loads((tiny_dir / "config.json").read_text())["vocab_size"]
+    assert 0.25 * vocab < rec["ppl"] < 4 * vocab and rec["windows"] >= 1
 
 
 def test_perplexity_equals_manual_cross_entropy(tiny_model):

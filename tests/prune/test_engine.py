@@ -141,3 +141,72 @@ def test_bad_configs_fail_before_touching_the_model(cfg, msg):
     with pytest.raises(CalmixError, match=msg):
         prune_model(model, _calib(), cfg, progress=False)
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+
+
+def test_linears_reading_one_input_form_one_group():
+    from functools import partial
+
+    from calmix.prune.capture import batches_of, capture_layer_calls
+    from calmix.prune.engine import groups_by_input
+
+    model = tiny_llama(vocab_size=VOCAB, seed=1)
+    captured = capture_layer_calls(model, batches_of(_calib(2, 12), None, 2), torch.device("cpu"),
+                                   torch.device("cpu"))
+    layer = decoder_layers(model)[1]
+    linears = target_linears(layer, "model.layers.1", PruneConfig())
+    assert groups_by_input(linears, partial(captured.replay, layer, 1, 0)) == [
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"], ["self_attn.o_proj"],
+        ["mlp.gate_proj", "mlp.up_proj"], ["mlp.down_proj"]]
+    assert groups_by_input({}, lambda: pytest.fail("no probe without linears")) == []
+
+
+def test_the_engine_takes_any_registered_pruners_statistic():
+    """A pruner registered from outside: the engine builds one accumulator per input group, feeds it every
+    non-padding token of every batch, reads it once per group and prunes the group with it."""
+    from calmix.calib.calibset import CalibSet
+    from calmix.prune import PRUNERS, Pruner
+    from calmix.prune.magnitude import magnitude_prune
+
+    seen = {"accumulators": [], "prepared": [], "groups": []}
+
+    class Count:
+        def __init__(self, in_features):
+            self.in_features, self.ntokens = in_features, 0
+
+        def add(self, x, attention_mask=None):
+            assert x.shape[-1] == self.in_features
+            self.ntokens += int(attention_mask.sum()) if attention_mask is not None else x.shape[:-1].numel()
+
+    class Counting(Pruner):
+        name, stats = "counting", "token count"
+
+        def accumulator(self, in_features, device="cpu"):
+            seen["accumulators"].append(Count(in_features))
+            return seen["accumulators"][-1]
+
+        def prepare(self, acc, **opts):
+            seen["prepared"].append((acc, opts["percdamp"]))
+            return acc.ntokens
+
+        def prune_group(self, Ws, stat, sparsity, n=0, m=0, **opts):
+            seen["groups"].append((len(Ws), stat, opts["blocksize"]))
+            return [magnitude_prune(W, sparsity, n, m) for W in Ws]
+
+    calib = _calib(5, 16, seed=4)
+    mask = torch.ones_like(calib)
+    mask[1, 10:] = 0
+    mask[4, 3:] = 0
+    PRUNERS.add("counting", Counting())
+    try:
+        model = tiny_llama(vocab_size=VOCAB, seed=2)
+        report = prune_model(model, CalibSet(calib, mask), PruneConfig("counting", 0.5, batch_size=2,
+                                                                       blocksize=32, percdamp=0.2), progress=False)
+    finally:
+        PRUNERS.remove("counting")
+    ntokens = int(mask.sum())
+    assert len(seen["accumulators"]) == 2 * 4  # two layers, four input groups each
+    assert [a.ntokens for a in seen["accumulators"]] == [ntokens] * 8
+    assert [acc for acc, _ in seen["prepared"]] == seen["accumulators"]
+    assert {d for _, d in seen["prepared"]} == {0.2}
+    assert seen["groups"] == [(3, ntokens, 32), (1, ntokens, 32), (2, ntokens, 32), (1, ntokens, 32)] * 2
+    assert len(report.layers) == 14 and report.sparsity == pytest.approx(0.5)

@@ -1,11 +1,10 @@
-"""Patterns, masks and the pruner registry: exact counts, N:M validity, errors."""
+"""Patterns and masks: exact counts, N:M validity, stable ties, errors."""
 
 import pytest
 import torch
 
 from calmix.errors import CalmixError
 from calmix.prune.masks import lowest_k_mask, nm_mask, parse_pattern, unstructured_mask, validate_pattern
-from calmix.prune.registry import PRUNERS, apply_pruner, get_pruner
 
 SPARSITIES = [0.0, 0.25, 0.5, 0.6, 0.9]
 
@@ -80,30 +79,6 @@ def test_parse_pattern():
     for bad in ["4:2", "2:2", "0:4", "2-4", "a:b", "2:4:8", "", "-1:4", "2:"]:
         with pytest.raises(CalmixError):
             parse_pattern(bad)
-
-
-def test_registry():
-    assert sorted(PRUNERS) == ["magnitude", "sparsegpt", "wanda"]
-    assert get_pruner("wanda").stats == "xnorm"
-    assert get_pruner("sparsegpt").stats == "hessian"
-    assert get_pruner("magnitude").stats is None
-    with pytest.raises(CalmixError, match="unknown pruning method 'x': choose one of magnitude, sparsegpt, wanda"):
-        get_pruner("x")
-
-
-def test_apply_pruner_uniform_call():
-    g = torch.Generator().manual_seed(1)
-    W = torch.randn(4, 16, generator=g)
-    X = torch.randn(64, 16, generator=g)
-    H = 2 * X.t() @ X / 64
-    xn = (X * X).sum(0)
-    for name, stat in [("sparsegpt", H), ("wanda", xn), ("magnitude", None)]:
-        res = apply_pruner(get_pruner(name), W, stat, 0.5, 0, 0, blocksize=8, percdamp=0.01)
-        assert int(res.mask.sum()) == 32 and (res.weight[res.mask] == 0).all()
-    res = apply_pruner(get_pruner("sparsegpt"), W, H, 0.5, 0, 0, blocksize=8)
-    assert res.info["blocksize"] == 8
-    with pytest.raises(CalmixError):
-        apply_pruner(get_pruner("wanda"), W, None, 0.5)
 
 
 def test_lowest_k_mask_equals_a_stable_sort_with_many_ties():
