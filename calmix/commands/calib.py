@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 
 
 def _common(p: argparse.ArgumentParser, what: str) -> None:
-    from calmix.calib.build import PRESETS
+    from calmix.calib.spec import PRESETS
     from calmix.calib.generated import GENERATORS
 
     p.add_argument("spec", metavar=what, help="source name, file:PATH[:FIELD], hub:ID[:CONFIG][:SPLIT][:FIELD], "
@@ -74,7 +74,7 @@ def _positive(args) -> None:
 
 def cmd_sources(args) -> int:
     """Print the registry: name, dimension, origins, availability here and why."""
-    from calmix.calib.build import PRESETS
+    from calmix.calib.spec import PRESETS
     from calmix.calib.generated import GENERATORS
     from calmix.calib.sources import SOURCES
 
@@ -99,7 +99,7 @@ def cmd_sources(args) -> int:
 
 
 def _build(args):
-    from calmix.calib.build import build_calib, parse_spec
+    from calmix.calib import build_calib, parse_spec
 
     _positive(args)
     parsed = parse_spec(args.spec)
@@ -144,7 +144,7 @@ def cmd_metrics(args) -> int:
     from calmix.models import load_model
 
     with timer("build"):
-        from calmix.calib.build import build_calib, parse_spec
+        from calmix.calib import build_calib, parse_spec
 
         parsed = parse_spec(args.spec)
         model, tok = load_model(args.model, device=args.device)

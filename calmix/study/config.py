@@ -105,7 +105,7 @@ def generated_kinds() -> tuple[str, ...]:
 
 def mix_preset_names() -> tuple[str, ...]:
     """Names of the calibration mix presets (uniform, uniform-offline, all)."""
-    from calmix.calib.build import PRESETS
+    from calmix.calib.spec import PRESETS
 
     return tuple(PRESETS)
 
@@ -308,7 +308,7 @@ def parse_config(data: dict, where: str = "config") -> StudyConfig:
 
 def _check_spec(key: str, spec: str) -> None:
     """A mix or generated spec must parse."""
-    from calmix.calib.build import parse_spec
+    from calmix.calib.spec import parse_spec
 
     try:
         parse_spec(spec)
