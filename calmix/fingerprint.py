@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 
 def canonical_json(obj: Any) -> str:
@@ -17,6 +17,14 @@ def digest(obj: Any, length: int = 20) -> str:
     """Hex sha256 of obj's canonical JSON (a str is hashed as it is), truncated to length characters."""
     text = obj if isinstance(obj, str) else canonical_json(obj)
     return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def digest_bytes(chunks: Iterable[bytes], length: int = 16) -> str:
+    """Hex sha256 of the concatenated byte chunks (e.g. weight samples), truncated to length characters."""
+    h = hashlib.sha256()
+    for chunk in chunks:
+        h.update(chunk)
+    return h.hexdigest()[:length]
 
 
 def seed_from(*parts: Any) -> int:

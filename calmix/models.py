@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import logging
@@ -14,6 +13,7 @@ import torch
 from torch import nn
 
 from calmix.errors import CalmixError
+from calmix.fingerprint import file_stamp
 from calmix.paths import cache_dir
 from calmix.registry import Registry
 from calmix.runrecord import atomic_dir
@@ -58,16 +58,11 @@ def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
     return DTYPES[dtype]
 
 
-def _file_digest(path: Path) -> str:
-    st = path.stat()
-    return hashlib.sha1(f"{path.resolve()}:{st.st_size}:{int(st.st_mtime)}".encode()).hexdigest()[:12]
-
-
 def gguf_to_folder(gguf: Path, name: str | None = None) -> Path:
     """Dequantize a GGUF file once into a float32 safetensors HF folder in the calmix cache; return it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    folder = cache_dir("models") / f"{name or gguf.stem}-{_file_digest(gguf)}"
+    folder = cache_dir("models") / f"{name or gguf.stem}-{file_stamp(gguf)}"
     if (folder / "config.json").is_file():
         return folder
     log.info("converting %s to a float32 HF folder at %s (once)", gguf.name, folder)

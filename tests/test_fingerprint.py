@@ -36,3 +36,10 @@ def test_file_stamp_changes_with_content_size_or_mtime(tmp_path):
     assert file_stamp(f) != first
     os.utime(f, (1, 1))
     assert len(file_stamp(f)) == 12
+
+
+def test_digest_bytes_hashes_the_concatenation():
+    from calmix.fingerprint import digest_bytes
+
+    assert digest_bytes([b"ab", b"c"], 64) == hashlib.sha256(b"abc").hexdigest()
+    assert digest_bytes(iter([b"abc"])) == hashlib.sha256(b"abc").hexdigest()[:16]

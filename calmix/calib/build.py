@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import time
@@ -59,11 +58,10 @@ def tokenizer_info(tokenizer) -> dict:
 def model_info(model) -> dict:
     """Identity of a model for cache keys of generated sets: name, parameter count, digest of a few weights."""
     params = list(model.parameters())
-    h = hashlib.sha256()
-    for p in (params[0], params[len(params) // 2], params[-1]):
-        h.update(p.detach().float().cpu().flatten()[:4096].numpy().tobytes())
+    sample = (p.detach().float().cpu().flatten()[:4096].numpy().tobytes()
+              for p in (params[0], params[len(params) // 2], params[-1]))
     name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
-    return {"name": name, "params": sum(p.numel() for p in params), "digest": h.hexdigest()[:16]}
+    return {"name": name, "params": sum(p.numel() for p in params), "digest": fingerprint.digest_bytes(sample, 16)}
 
 
 def token_stream(src: Source, tokenizer, budget: int, seed: int, batch: int = 64) -> tuple[torch.Tensor, dict]:
