@@ -13,8 +13,9 @@ from __future__ import annotations
 import marshal
 import os
 import resource
-import signal
 import sys
+
+import _signal  # the C module: `signal` would import enum and functools, 5 ms at every start
 
 ERROR_RC = 70  # the child itself failed (not the program)
 DEVICES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
@@ -47,7 +48,7 @@ def _wait_and_mirror(pid: int) -> None:
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
+        _signal.signal(sig, _signal.SIG_DFL)
         os.kill(os.getpid(), sig)
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else ERROR_RC)
 
