@@ -151,7 +151,7 @@ def _exited(proc: subprocess.Popen, timeout_s: float) -> bool:
     try:
         poller = select.poll()
         poller.register(fd, select.POLLIN)
-        return bool(poller.poll(max(0, int(timeout_s * 1000))))
+        return bool(poller.poll(min(max(0, math.ceil(timeout_s * 1000)), 2**31 - 1)))  # ms, a C int
     finally:
         os.close(fd)
 
