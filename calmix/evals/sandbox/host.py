@@ -69,18 +69,21 @@ class ExecResult:
         return {k: getattr(self, k) for k in ("passed", "status", "stdout", "stderr", "seconds", "returncode", "protections")}
 
 
-def _read_roots() -> list[str]:
-    """What the program may read besides its folder: the Python installation, system libraries, time zones."""
+@functools.lru_cache(maxsize=1)
+def _read_roots() -> tuple[str, ...]:
+    """What the program may read besides its folder: the Python installation, system libraries, time zones (fixed
+    for this interpreter, so found once)."""
     paths = sysconfig.get_paths()
     roots = {paths["stdlib"], paths["platstdlib"], sys.base_prefix, "/usr", "/lib", "/lib64", "/lib32",
              "/etc/localtime", "/etc/ld.so.cache", "/proc/self", str(CHILD.parent)}
-    return sorted(os.path.realpath(p) if p != "/proc/self" else p for p in roots)
+    return tuple(sorted(os.path.realpath(p) if p != "/proc/self" else p for p in roots))
 
 
-def _keep() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def _keep() -> tuple[str, ...]:
     """Folders of the Python installation that must stay visible even when a tmpfs covers them (e.g. ~/.pyenv)."""
     paths = sysconfig.get_paths()
-    return sorted({os.path.realpath(p) for p in (sys.base_prefix, paths["stdlib"], paths["platstdlib"])})
+    return tuple(sorted({os.path.realpath(p) for p in (sys.base_prefix, paths["stdlib"], paths["platstdlib"])}))
 
 
 def _covers() -> list[str]:
