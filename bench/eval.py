@@ -93,8 +93,8 @@ def bench_lmeval(model, tok, task: str, n: int, batch_size: int, lm_batch_size: 
 
 def bench_sandbox(n: int) -> dict:
     """Median wall time of a trivial program through the sandbox against a bare start of the same interpreter; the
-    difference is the sandbox's start-up overhead per program (target < 50 ms; about 25-30 ms, 2.9x a bare start,
-    on the 2-core EPYC shared with other jobs at load 5-9). The ratio moves less with the machine's load."""
+    difference is the sandbox's start-up overhead per program (target < 50 ms; on the shared 2-core EPYC about
+    27 ms, 2.9x a bare start, at load 6, and 37-47 ms, 2.5x, at load 11-15). The ratio moves less with the load."""
     import statistics
     import subprocess
     import sys
