@@ -1,10 +1,11 @@
 """The sandbox child, run by path as `python -S -s -B -P child.py CONFIG_FD` (standard library only; the
 configuration and the report are marshal data).
 
-Order: read the configuration; isolate (namespaces, fork into the new pid namespace, read-only view, capabilities
-dropped, Landlock, seccomp); resource limits; compile; report the active protections on an inherited fd; install
-the audit hook (guard + verdict); run the solution, then the tests, in a fresh `__main__`. Only the hook writes the
-verdict, and only once the tests have returned; the exit status is never the verdict.
+Order: read the configuration (it carries kernel.py and guard.py, compiled by the host from their files beside
+this one); isolate (namespaces, fork into the new pid namespace, read-only view, capabilities dropped, Landlock,
+seccomp); resource limits; compile; report the active protections on an inherited fd; install the audit hook
+(guard + verdict); run the solution, then the tests, in a fresh `__main__`. Only the hook writes the verdict, and
+only once the tests have returned; the exit status is never the verdict.
 """
 
 from __future__ import annotations
@@ -12,8 +13,9 @@ from __future__ import annotations
 import marshal
 import os
 import resource
-import signal
 import sys
+
+import _signal  # the C module: `signal` would import enum and functools, 5 ms at every start
 
 ERROR_RC = 70  # the child itself failed (not the program)
 DEVICES = ["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom"]
@@ -46,7 +48,7 @@ def _wait_and_mirror(pid: int) -> None:
     _, status = os.waitpid(pid, 0)
     if os.WIFSIGNALED(status):
         sig = os.WTERMSIG(status)
-        signal.signal(sig, signal.SIG_DFL)
+        _signal.signal(sig, _signal.SIG_DFL)
         os.kill(os.getpid(), sig)
     os._exit(os.waitstatus_to_exitcode(status) if os.WIFEXITED(status) else ERROR_RC)
 
@@ -90,14 +92,10 @@ def _run(solution, tests, namespace, exec_=exec, audit=sys.audit) -> None:
 def main() -> None:
     """Entry point of the child."""
     bottom = sys._getframe(1).f_code
-    here = os.path.dirname(os.path.abspath(__file__))
-    sys.path.insert(0, here)
-    import guard
-    import kernel
-
     fd = int(sys.argv[1])
     with os.fdopen(fd, "rb") as fh:
         cfg = marshal.loads(fh.read())  # marshal, not json: a builtin, so no imports at start-up
+    kernel, guard = (_module(name, cfg["helpers"].pop(name)) for name in ("kernel", "guard"))
     prot = {"process_group": os.getpgid(0) == os.getpid(), "guard": bool(cfg["guard"])}
     try:
         prot.update(_isolate(cfg, kernel) if cfg["isolate"] else _extras(cfg, kernel))
@@ -118,9 +116,6 @@ def main() -> None:
         sys.stderr.flush()
         os._exit(1)
     _report(cfg["report_fd"], prot)
-    sys.path.remove(here)
-    for name in ("guard", "kernel"):
-        sys.modules.pop(name, None)
     module = type(sys)("__main__")
     sys.modules["__main__"] = module
     guard.install(cfg["nonce_fd"], cfg["verdict_fd"], os.path.realpath(cfg["cwd"]), cfg["read_roots"],
@@ -141,6 +136,15 @@ def main() -> None:
     except Exception:
         rc = 1
     os._exit(rc)
+
+
+def _module(name: str, code) -> object:
+    """A helper module (kernel.py, guard.py) run from the code the host compiled from its file beside this one;
+    kept out of sys.modules, so the program cannot look it up."""
+    module = type(sys)(name)
+    module.__file__ = code.co_filename
+    exec(code, module.__dict__)
+    return module
 
 
 def _report(fd: int, prot: dict) -> None:

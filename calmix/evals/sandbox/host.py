@@ -24,6 +24,7 @@ import math
 import os
 import pwd
 import secrets
+import select
 import shutil
 import signal
 import subprocess
@@ -68,18 +69,21 @@ class ExecResult:
         return {k: getattr(self, k) for k in ("passed", "status", "stdout", "stderr", "seconds", "returncode", "protections")}
 
 
-def _read_roots() -> list[str]:
-    """What the program may read besides its folder: the Python installation, system libraries, time zones."""
+@functools.lru_cache(maxsize=1)
+def _read_roots() -> tuple[str, ...]:
+    """What the program may read besides its folder: the Python installation, system libraries, time zones (fixed
+    for this interpreter, so found once)."""
     paths = sysconfig.get_paths()
     roots = {paths["stdlib"], paths["platstdlib"], sys.base_prefix, "/usr", "/lib", "/lib64", "/lib32",
              "/etc/localtime", "/etc/ld.so.cache", "/proc/self", str(CHILD.parent)}
-    return sorted(os.path.realpath(p) if p != "/proc/self" else p for p in roots)
+    return tuple(sorted(os.path.realpath(p) if p != "/proc/self" else p for p in roots))
 
 
-def _keep() -> list[str]:
+@functools.lru_cache(maxsize=1)
+def _keep() -> tuple[str, ...]:
     """Folders of the Python installation that must stay visible even when a tmpfs covers them (e.g. ~/.pyenv)."""
     paths = sysconfig.get_paths()
-    return sorted({os.path.realpath(p) for p in (sys.base_prefix, paths["stdlib"], paths["platstdlib"])})
+    return tuple(sorted({os.path.realpath(p) for p in (sys.base_prefix, paths["stdlib"], paths["platstdlib"])}))
 
 
 def _covers() -> list[str]:
@@ -105,6 +109,17 @@ def _traversable(path: Path) -> bool:
         return False
 
 
+@functools.lru_cache(maxsize=1)
+def _helpers() -> dict:
+    """kernel.py and guard.py (beside child.py) compiled once per evaluator and handed to every child as code
+    objects: the child runs with -B and would otherwise compile their source on each start."""
+    helpers = {}
+    for name in ("kernel", "guard"):
+        path = CHILD.with_name(f"{name}.py")
+        helpers[name] = compile(path.read_bytes(), str(path), "exec", dont_inherit=True, optimize=0)
+    return helpers
+
+
 def _clean_env(cwd: str) -> dict:
     return {"PATH": "/usr/bin:/bin", "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8", "PYTHONHASHSEED": "0",
             "PYTHONIOENCODING": "utf-8", "PYTHONDONTWRITEBYTECODE": "1", "PYTHONSAFEPATH": "1",
@@ -123,6 +138,25 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _exited(proc: subprocess.Popen, timeout_s: float) -> bool:
+    """Whether the child ended within `timeout_s`. Waits on a pidfd, so the end is seen at once; Popen.wait with
+    a timeout polls with sleeps that double up to 50 ms, which would add up to half the run to every program."""
+    try:
+        fd = os.pidfd_open(proc.pid)
+    except (AttributeError, OSError):  # not Linux >= 5.3: poll
+        try:
+            proc.wait(timeout=timeout_s)
+            return True
+        except subprocess.TimeoutExpired:
+            return False
+    try:
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(min(max(0, math.ceil(timeout_s * 1000)), 2**31 - 1)))  # ms, a C int
+    finally:
+        os.close(fd)
 
 
 def _drain(fd: int) -> bytes:
@@ -167,7 +201,7 @@ def _spawn(program: str, tests: str, timeout_s: float, memory_mb: int, guard: bo
     os.close(nonce_w)
     cfg = {"cwd": workdir, "solution": program, "tests": tests, "guard": guard, "isolate": isolate,
            "rlimits": rlimits, "covers": _covers(), "keep": _keep(), "read_roots": _read_roots(),
-           "report_fd": report.fileno(), "nonce_fd": nonce_r, "verdict_fd": verdict_w}
+           "report_fd": report.fileno(), "nonce_fd": nonce_r, "verdict_fd": verdict_w, "helpers": _helpers()}
     config.write(marshal.dumps(cfg))
     config.seek(0)
     fds = (config.fileno(), report.fileno(), nonce_r, verdict_w)
@@ -181,13 +215,10 @@ def _spawn(program: str, tests: str, timeout_s: float, memory_mb: int, guard: bo
         finally:  # once, here: in a threaded caller a second close could hit another run's descriptor
             os.close(nonce_r)
             os.close(verdict_w)
-        try:
-            rc = proc.wait(timeout=timeout_s)
-            timed_out = False
-        except subprocess.TimeoutExpired:
+        timed_out = not _exited(proc, timeout_s)
+        if timed_out:
             _kill_group(proc.pid)
-            rc = proc.wait()
-            timed_out = True
+        rc = proc.wait()
         seconds = time.monotonic() - start
         _kill_group(proc.pid)  # anything the program left behind in its process group
         marker = _drain(verdict_r)
