@@ -91,7 +91,7 @@ def headline(df: pd.DataFrame, cfg: StudyConfig, boot: Bootstrap) -> list[str]:
             k = int(csub.significant.sum())
             parts.append(f"Of these {len(csub)} headline differences, {k} ha{'s' if k == 1 else 've'} a 95% interval "
                          "that excludes 0" + (" (the others are not significant)." if k < len(csub) else "."))
-        sr = A.select(spread, g)
+        sr = A.select(spread, g) if not spread.empty else spread
         if not sr.empty and math.isfinite(sr.seed_std_mean.iloc[0]):
             s = sr.iloc[0]
             parts.append(f"Seed spread: one strategy's total retention varies by {fmt(s.seed_std_mean)} points "
@@ -162,7 +162,7 @@ def build_report(df: pd.DataFrame, cfg: StudyConfig, plots: Path, status: dict, 
             doc.img(p, "total retention per strategy")
         doc.h(3, "Retention per strategy and dimension")
         rsub = A.select(rt, g)
-        rsub = rsub.sort_values(["kind", "Total"] if "Total" in rsub else ["kind"], ascending=[False, False])
+        rsub = rsub.sort_values(["kind", "Total"] if "Total" in rsub else ["kind"], ascending=False)
         doc.table(["strategy", "kind"] + dims + ["seeds"],
                   [[f"`{r.strategy}`", r.kind] + [fmt_pm(r[d], r[d + "_std"]) + " " + _ci(boot.retention(g, r.strategy, d))
                                                   for d in dims] + [str(r.seeds)] for _, r in rsub.iterrows()])
@@ -196,7 +196,7 @@ def build_report(df: pd.DataFrame, cfg: StudyConfig, plots: Path, status: dict, 
             p = plot_heatmap(sp, g, plots / f"spearman_{slug}.png")
             if p:
                 doc.img(p, "Spearman heatmap")
-        sr = A.select(spread, g)
+        sr = A.select(spread, g) if not spread.empty else spread
         if not sr.empty:
             s = sr.iloc[0]
             doc.p(f"Seed spread of total retention: mean std over seeds {fmt(s.seed_std_mean, 2)} points (largest "
