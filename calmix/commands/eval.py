@@ -114,7 +114,7 @@ def _sandbox_check(suite: str | None, tasks: list[str] | None, allow_unsafe_exec
 def run(args: argparse.Namespace) -> int:
     """Handler of `calmix eval`."""
     from calmix.evals.evaluate import dense_scores
-    from calmix.evals.retention import retention
+    from calmix.evals.retention import check_settings, retention
     from calmix.evals.suites import default_suite, get_suite, suite_tasks
     from calmix.models import load_model
     from calmix.runrecord import Timer, run_record, write_json_atomic
@@ -134,6 +134,12 @@ def run(args: argparse.Namespace) -> int:
     dense_file = Path(args.dense) if args.dense and args.dense.endswith(".json") else None
     if dense_file is not None and not dense_file.is_file():
         raise CalmixError(f"--dense {dense_file} does not exist: pass a dense model folder/spec or an eval JSON")
+    dense = _load_scores_file(dense_file) if dense_file is not None else None
+    if dense is not None:  # refuse a dense file of other settings before the model is loaded and scored
+        names = suite_tasks(args.suite or "small", tasks) if args.engine == "calmix" and (tasks or args.suite) else tasks
+        wanted = {"limit": args.limit, "seed": args.seed} | ({"suite": args.suite} if args.suite else {}) | (
+            {"tasks": names} if names else {})
+        check_settings(wanted, dense.config, what=f"scores in --dense {dense_file}")
 
     timer = Timer()
     with timer("load"):
@@ -143,13 +149,10 @@ def run(args: argparse.Namespace) -> int:
         _sandbox_check(suite, tasks, args.allow_unsafe_exec)
     with timer("eval"):
         scores = _score(args.engine, model, tokenizer, args, suite, tasks)
-    dense = None
-    if args.dense:
+    if args.dense and dense is None:
         del model
         with timer("dense"):
-            if dense_file is not None:
-                dense = _load_scores_file(dense_file)
-            elif args.engine == "calmix":
+            if args.engine == "calmix":
                 dense = dense_scores(args.dense, suite=suite, limit=args.limit, seed=args.seed, tasks=tasks,
                                      device=args.device, batch_size=args.batch_size, cache=not args.no_cache,
                                      dtype=args.dtype, allow_unsafe_exec=args.allow_unsafe_exec)

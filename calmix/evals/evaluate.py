@@ -14,8 +14,11 @@ from typing import Any, Callable
 
 from calmix.errors import CalmixError
 from calmix.evals import scorers
+from calmix.evals.itemscores import item_table
 from calmix.evals.suites import SUITES, get_suite, suite_tasks
+from calmix.evals.task import task_fingerprint
 from calmix.evals.tasks import DIMENSIONS, Task, build_items, get_task
+from calmix.fingerprint import file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +73,11 @@ def run_mc(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dict:
     metrics = {"acc": acc, "acc_norm": acc_norm, "chance": chance,
                "acc_cn": _cn(acc, chance), "acc_norm_cn": _cn(acc_norm, chance)}
     metric = task.metric + ("_cn" if ctx["chance_normalise"] else "")
-    return {"score": metrics[metric], "metric": metric, "metrics": metrics, "n": n, "failures": []}
+    values = [r[task.metric] for r in res]
+    per_item = (item_table("mean_cn", items, value=values, chance=[r["chance"] for r in res])
+                if ctx["chance_normalise"] else item_table("mean", items, value=values))
+    return {"score": metrics[metric], "metric": metric, "metrics": metrics, "n": n, "failures": [],
+            "items": per_item}
 
 
 def run_probe(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dict:
@@ -82,7 +89,9 @@ def run_probe(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dic
                                     progress=ctx["progress"], desc=task.name)
     nll, score = scorers.probe_score(res)
     metrics = {"nll": nll, "ppl": math.exp(nll), "tokens": sum(r["ntokens"] for r in res)}
-    return {"score": score, "metric": "exp(-nll)", "metrics": metrics, "n": len(res), "failures": failures}
+    per_item = item_table("exp_neg_nll", keep, nll=[r["nll"] for r in res], tokens=[r["ntokens"] for r in res])
+    return {"score": score, "metric": "exp(-nll)", "metrics": metrics, "n": len(res), "failures": failures,
+            "items": per_item}
 
 
 def run_gsm8k(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dict:
@@ -90,7 +99,7 @@ def run_gsm8k(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dic
     outs = scorers.generate_greedy(model, tokenizer, [it["prompt"] for it in items], stop=task.stop,
                                    max_new_tokens=task.max_new_tokens, batch_size=ctx["gen_batch_size"],
                                    device=ctx["device"], progress=ctx["progress"], desc=task.name)
-    strict = flexible = 0
+    hits: dict[str, list[float]] = {"strict": [], "flexible": []}
     failures = []
     samples = []
     for i, (it, text) in enumerate(zip(items, outs)):
@@ -98,13 +107,14 @@ def run_gsm8k(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dic
         if not text.strip():
             failures.append({"index": i, "reason": "empty generation"})
         s, f = scorers.extract_strict(text), scorers.extract_flexible(text)
-        strict += s == gold
-        flexible += f == gold
+        hits["strict"].append(float(s == gold))
+        hits["flexible"].append(float(f == gold))
         if i < 3:
             samples.append({"gold": gold, "generation": text[:400], "strict": s, "flexible": f})
     n = len(items)
-    metrics = {"strict": strict / n, "flexible": flexible / n, "samples": samples}
-    return {"score": metrics[task.metric], "metric": task.metric, "metrics": metrics, "n": n, "failures": failures}
+    metrics = {"strict": sum(hits["strict"]) / n, "flexible": sum(hits["flexible"]) / n, "samples": samples}
+    return {"score": metrics[task.metric], "metric": task.metric, "metrics": metrics, "n": n, "failures": failures,
+            "items": item_table("mean", items, value=hits[task.metric])}
 
 
 def score_code_completions(task: Task, items: list[dict], completions: list[str], workers: int = 2,
@@ -125,7 +135,8 @@ def score_code_completions(task: Task, items: list[dict], completions: list[str]
     pass1 = float(codeexec.pass_at_1(results))
     metrics = {"pass@1": pass1, "statuses": statuses, "passed": [bool(r.passed) for r in results],
                "sandbox": codeexec.exec_protections(allow_unsafe_exec)}
-    return {"score": pass1, "metric": "pass@1", "metrics": metrics, "n": len(items), "failures": failures}
+    return {"score": pass1, "metric": "pass@1", "metrics": metrics, "n": len(items), "failures": failures,
+            "items": item_table("mean", items, value=[float(bool(r.passed)) for r in results])}
 
 
 def run_code(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dict:
@@ -195,25 +206,36 @@ def evaluate(model, tokenizer, suite: str = "small", tasks: list[str] | None = N
 
 
 # ---------------------------------------------------------------------------------------------- dense cache
-def _model_fingerprint(model_spec: str) -> str:
-    """The spec plus, for a local folder or file, the sizes and mtimes of its files (re-saved weights change it)."""
+def model_fingerprint(model_spec: str) -> str:
+    """Identity of the weights behind a spec: the spec plus, for a local folder or file, the sizes and mtimes of its
+    files (re-saved weights change it), and for a built-in model the stamp of its packaged weights file."""
+    from calmix.models import BUILTIN_MODELS
+
     p = Path(str(model_spec)).expanduser()
     if p.exists():
         files = sorted(p.rglob("*")) if p.is_dir() else [p]
-        stats = [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files if f.is_file()]
+        stats = [(f.name, f.stat().st_size, f.stat().st_mtime_ns) for f in files if f.is_file()]
         return json.dumps([str(p.resolve()), stats])
+    if str(model_spec) in BUILTIN_MODELS:
+        try:
+            return json.dumps([str(model_spec), file_stamp(BUILTIN_MODELS.get(str(model_spec))[1]())])
+        except (CalmixError, OSError):  # the package is missing: loading the model fails with the clear error
+            pass
     return str(model_spec)
 
 
 def dense_cache_key(model_spec: str, suite: str, tasks: list[str] | None, limit: int | None, seed: int,
                     dtype: str = "float32") -> str:
-    """Cache key of a dense evaluation: model spec/path, dtype, suite, tasks, limits, seed, calmix version."""
+    """Cache key of a dense evaluation: the weights (model_fingerprint), dtype, suite and its scoring rule, and per
+    task its limit and task_fingerprint (declaration, data, item selection, prompts), seed, calmix version."""
     import calmix
     from calmix.models import resolve_dtype
 
     names = suite_tasks(suite, tasks)
     limits = {n: (limit if limit is not None else get_task(n).default_limit) for n in names}
-    blob = json.dumps({"model": _model_fingerprint(model_spec), "suite": suite, "tasks": names, "limits": limits,
+    definitions = {n: task_fingerprint(get_task(n), limit=limit, seed=seed) for n in names}
+    blob = json.dumps({"model": model_fingerprint(model_spec), "suite": suite, "tasks": names, "limits": limits,
+                       "chance_normalise": get_suite(suite).chance_normalise, "definitions": definitions,
                        "seed": seed, "dtype": str(resolve_dtype(dtype)), "version": calmix.__version__}, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 

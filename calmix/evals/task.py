@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Callable
 
 from calmix.data.dimensions import DIMENSIONS
 from calmix.errors import CalmixError
 from calmix.evals.records import Source, load_source
+from calmix.fingerprint import digest
 from calmix.registry import Registry
+from calmix.runrecord import to_jsonable
 
 
 @dataclass(frozen=True)
@@ -96,3 +98,27 @@ def build_items(task: Task, limit: int | None = None, seed: int = 0) -> tuple[li
     picked = [rows[i] for i in select(len(rows), lim, seed)]
     pool = fewshot_pool(task, seed)
     return picked, [task.formatter(r, choose_shots(task, pool, r, seed)) for r in picked]
+
+
+def _declaration(task: Task) -> dict:
+    """The task's declared fields, callables by their qualified name (their output is fingerprinted by the items)."""
+    out: dict[str, Any] = {}
+    for f in fields(task):
+        value = getattr(task, f.name)
+        if f.name == "splits":
+            value = sorted(value)
+        elif callable(value):
+            value = f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', repr(value))}"
+        out[f.name] = to_jsonable(value)
+    return out
+
+
+def task_fingerprint(task: Task, limit: int | None = None, seed: int = 0) -> str:
+    """Digest of what a task's score depends on besides the model: its declaration (kind, metric, splits,
+    few-shot policy, stop strings, ...) and the formatted requests it builds (data, item selection, prompts)."""
+    try:
+        _, requests = build_items(task, limit=limit, seed=seed)
+        built: Any = digest(to_jsonable(requests))
+    except (CalmixError, OSError, ValueError, KeyError, RuntimeError, ImportError) as err:  # an unavailable task is keyed by why; its evaluation fails and is not cached
+        built = f"unavailable: {err}"
+    return digest({"task": _declaration(task), "items": built})

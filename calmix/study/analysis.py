@@ -19,15 +19,17 @@ def _num(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(float(v))
 
 
-def cells_frame(rows: Iterable[dict]) -> pd.DataFrame:
-    """One row per finished cell: grid columns, `ret_<dim>` retentions and `m_<metric>` calibration metrics."""
+def cells_frame(rows: Iterable[dict], retentions: dict[str, dict] | None = None) -> pd.DataFrame:
+    """One row per finished cell: grid columns, `ret_<dim>` retentions (the stored ones, or `retentions[key]`, e.g.
+    recomputed from the stored scores) and `m_<metric>` calibration metrics."""
     recs = []
     for r in rows:
         if r.get("status") != "done" or not r.get("result"):
             continue
         res = r["result"]
         rec = {k: r[k] for k in ("key", "strategy", "kind", "spec", "pruner", "sparsity", "pattern", "seed")}
-        for dim, v in (res.get("retention") or {}).items():
+        ret = (retentions or {}).get(r["key"], res.get("retention"))
+        for dim, v in (ret or {}).items():
             if _num(v):
                 rec[RET + dim] = float(v)
         for name, v in (res.get("calib_metrics") or {}).items():
@@ -172,3 +174,59 @@ def dimension_winners(df: pd.DataFrame, group: tuple) -> dict[str, tuple[str, fl
         if col in means and means[col].notna().any():
             out[d] = (str(means[col].idxmax()), float(means[col].max()))
     return out
+
+
+GENERATED = (("igsp", "IGSP"), ("selfcal", "Self-Cal"), ("sgs", "SGS"))
+
+
+def generated_label(df: pd.DataFrame, group: tuple, kind: str) -> str | None:
+    """The strategy label of a generated strategy of one kind (`igsp`, `selfcal`, `sgs`) in a group, if any."""
+    sub = select(df, group)
+    labels = sorted({s for s in sub[sub.kind == "generated"].strategy if str(s).split(":")[0] == kind})
+    return labels[0] if labels else None
+
+
+def best_source(df: pd.DataFrame, group: tuple) -> str | None:
+    """The single source with the highest mean Total retention in a group."""
+    means = source_means(df, group)
+    col = RET + "Total"
+    return str(means[col].idxmax()) if col in means and means[col].notna().any() else None
+
+
+def comparisons(df: pd.DataFrame, boot, reference: str | None) -> pd.DataFrame:
+    """The differences a report headlines, per group, in points of Total retention with their paired bootstrap
+    interval: each mix minus the best single source and minus the reference source, IGSP minus Self-Cal and SGS."""
+    rows = []
+    for g in groups(df):
+        sub = select(df, g)
+        pairs = []
+        best = best_source(df, g)
+        sources = set(sub[sub.kind == "source"].strategy)
+        for mix in sorted(set(sub[sub.kind == "mix"].strategy)):
+            if best is not None:
+                pairs.append(("mix − best single source", mix, best))
+            if reference is not None and reference in sources:
+                pairs.append(("mix − reference", mix, reference))
+        igsp = generated_label(df, g, "igsp")
+        for kind, name in GENERATED[1:]:
+            other = generated_label(df, g, kind)
+            if igsp is not None and other is not None:
+                pairs.append((f"IGSP − {name}", igsp, other))
+        for label, a, b in pairs:
+            iv = boot.difference(g, a, b, "Total")
+            rows.append({"pruner": g[0], "pattern": g[1], "sparsity": g[2], "comparison": label, "a": a, "b": b,
+                         "value": iv.value, "lo": iv.lo, "hi": iv.hi, "significant": iv.significant})
+    return pd.DataFrame(rows, columns=GROUP + ["comparison", "a", "b", "value", "lo", "hi", "significant"])
+
+
+def spearman_intervals(df: pd.DataFrame, boot) -> pd.DataFrame:
+    """spearman_table with each rho's bootstrap interval (items, seeds and sources resampled)."""
+    sp = spearman_table(df)
+    lo, hi = [], []
+    for r in sp.itertuples():
+        g = (r.pruner, r.pattern, r.sparsity)
+        sources = sorted(source_means(df, g).index)
+        iv, _, _ = boot.spearman(g, sources, r.metric, r.dimension)
+        lo.append(iv.lo)
+        hi.append(iv.hi)
+    return sp.assign(lo=lo, hi=hi)

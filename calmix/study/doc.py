@@ -113,3 +113,18 @@ def group_name(g: tuple) -> str:
 def group_slug(g: tuple) -> str:
     """File-name form of a group, e.g. 'sparsegpt_unstructured_60'."""
     return f"{g[0]}_{g[1].replace(':', 'of')}_{int(round(g[2] * 100))}"
+
+
+def fmt_ci(lo: float, hi: float, signed: bool = False) -> str:
+    """'95% CI a to b' ('95% CI –' when undefined)."""
+    if not (math.isfinite(lo) and math.isfinite(hi)):
+        return "95% CI –"
+    return f"95% CI {lo:+.1f} to {hi:+.1f}" if signed else f"95% CI {lo:.1f} to {hi:.1f}"
+
+
+def fmt_diff(value: float, lo: float, hi: float) -> str:
+    """A difference in points with its interval, 'not significant' where the interval includes 0."""
+    if not math.isfinite(value):
+        return "– (not measured)"
+    crosses = not (math.isfinite(lo) and math.isfinite(hi)) or lo <= 0 <= hi
+    return f"{value:+.1f} points ({fmt_ci(lo, hi, signed=True)}" + (", not significant)" if crosses else ")")

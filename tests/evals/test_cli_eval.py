@@ -7,6 +7,7 @@ import json
 import pytest
 
 from calmix.cli import main
+from calmix.evals.itemscores import score_of
 
 
 def test_unknown_task_or_suite_exits_2(tmp_path, capsys):
@@ -37,11 +38,16 @@ def test_cli_eval_with_dense_cache(tiny_dir, tmp_path, monkeypatch, shared, caps
     scores = data["scores"]
     assert set(scores["tasks"]) == {"wikitext2_probe", "arc_easy", "humaneval_probe", "gsm8k_probe"}
     assert all(t["n"] == 3 for t in scores["tasks"].values())
-    # the dense model is the same model: every retention is 100 % (None where a random model is below chance)
-    for dim in ("General", "Code", "Math", "Total"):
+    # the dense model is the same model: every retention is 100 % (None where a random model is below chance,
+    # and then Total is not measured either)
+    for dim in ("General", "Code", "Math"):
         assert data["retention"][dim] == pytest.approx(100.0, abs=1e-6)
     dense_cs = data["dense"]["dimensions"]["Commonsense"]
     assert data["retention"]["Commonsense"] == (pytest.approx(100.0) if dense_cs > 0 else None)
+    assert data["retention"]["Total"] == (pytest.approx(100.0) if dense_cs > 0 else None)
+    # every task carries its per-item values, and they give back the task's score
+    for t in scores["tasks"].values():
+        assert len(t["items"]["ids"]) == t["n"] and score_of(t["items"]) == pytest.approx(t["score"])
     record = json.loads((out.parent / "eval.run.json").read_text())
     assert record["command"] == "eval" and record["config"]["limit"] == 3
     cached = list((tmp_path / "cache" / "dense").glob("*.json"))
@@ -58,7 +64,7 @@ def test_cli_eval_with_dense_cache(tiny_dir, tmp_path, monkeypatch, shared, caps
     # --dense may also be an earlier output file.
     out2 = tmp_path / "res" / "eval2.json"
     assert main(args[:-4] + ["--dense", str(out), "--out", str(out2)]) == 0
-    assert json.loads(out2.read_text())["retention"]["Total"] == pytest.approx(100.0)
+    assert json.loads(out2.read_text())["retention"]["General"] == pytest.approx(100.0)
 
     # A bf16 run is compared with the dense model in bf16 too: its own cache entry, retention 100 % again.
     out3 = tmp_path / "res" / "eval3.json"
@@ -88,3 +94,24 @@ def test_engine_lm_eval_wraps_adapter_results(tiny_dir, tmp_path, monkeypatch, c
     data = json.loads(out.read_text())
     assert calls == [(("calmix_piqa",), 4, 0)]
     assert data["engine"] == "lm-eval" and data["scores"]["dimensions"]["Commonsense"] == 0.5
+
+
+def test_dense_file_of_other_settings_is_refused(tmp_path, capsys):
+    """--dense FILE must come from the same suite, tasks, limit and seed: refused before any model is loaded."""
+    dense = tmp_path / "dense.json"
+    config = {"suite": "small-offline", "tasks": ["humaneval_probe_pkg"], "limit": 5, "seed": 0}
+    dense.write_text(json.dumps({"suite": "small-offline", "dimensions": {}, "config": config,
+                                 "tasks": {"humaneval_probe_pkg": {"dimension": "Code", "score": 0.1}}}))
+    base = ["eval", "--model", "no-such-model", "--suite", "small-offline", "--tasks", "humaneval_probe_pkg",
+            "--dense", str(dense), "--out", str(tmp_path / "o.json")]
+    assert main(base + ["--limit", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "limit 5, the pruned model with 3" in err and "same --suite, --tasks, --limit and --seed" in err
+    assert len(err.strip().splitlines()) == 1
+    assert main(base + ["--limit", "5", "--seed", "2"]) == 2 and "seed 0" in capsys.readouterr().err
+    other = ["eval", "--model", "no-such-model", "--suite", "small-offline", "--tasks", "gsm_symbolic_probe",
+             "--limit", "5", "--dense", str(dense), "--out", str(tmp_path / "o.json")]
+    assert main(other) == 2 and "tasks" in capsys.readouterr().err
+    # the same settings pass the check and fail later, on the missing model
+    assert main(base + ["--limit", "5"]) == 2 and "not found" in capsys.readouterr().err
+    assert not (tmp_path / "o.json").exists()

@@ -1,5 +1,5 @@
-"""Study fixtures: a synthetic study stored through the store API (no model) with known retentions and metrics
-per source/seed (`fake_study`, `fake_truth`), and the tiny model's study config (`write_tiny_config`)."""
+"""Study fixtures: a synthetic study stored through the store API (no model) with known retentions, per-item
+scores and metrics per source/seed (`fake_study`, `fake_truth`), and the tiny model's study config (`write_tiny_config`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 
+from calmix.evals.itemscores import item_table
 from calmix.study.config import parse_config
 from calmix.study.folder import prepare_folder
 from calmix.study.grid import build_grid, calib_key, cell_key, dense_key
@@ -78,14 +79,40 @@ def retention_of(strategy: str, seed: int, sparsity: float) -> dict:
     return d
 
 
+DENSE_SCORE = {"General": 0.5, "Commonsense": 0.4, "Code": 0.3, "Math": 0.2}
+N_ITEMS = 20
+
+
+def _requests(dim: str) -> list[dict]:
+    return [{"task": dim, "item": i} for i in range(N_ITEMS)]
+
+
+def dense_result() -> dict:
+    """One task per dimension, every item scored DENSE_SCORE[dim] by the dense model."""
+    tasks = {f"t_{dim}": {"dimension": dim, "score": v, "metric": "acc", "n": N_ITEMS, "failures": [],
+                          "items": item_table("mean", _requests(dim), value=[v] * N_ITEMS)}
+             for dim, v in DENSE_SCORE.items()}
+    return {"suite": "small-offline", "tasks": tasks, "dimensions": dict(DENSE_SCORE), "config": {}}
+
+
+def cell_scores(ret: dict) -> dict:
+    """Per-item scores whose retention on all items is exactly `ret` per dimension: item i keeps ret * (1 ± 0.2)
+    (alternating signs, so the item noise averages out on the full set and shows only in resamples)."""
+    tasks = {}
+    for dim, v in DENSE_SCORE.items():
+        values = [v * ret[dim] / 100 * (1.2 if i % 2 else 0.8) for i in range(N_ITEMS)]
+        tasks[f"t_{dim}"] = {"dimension": dim, "score": sum(values) / N_ITEMS, "metric": "acc", "n": N_ITEMS,
+                             "failures": [], "items": item_table("mean", _requests(dim), value=values)}
+    return {"suite": "small-offline", "tasks": tasks, "config": {}}
+
+
 def build_fixture(out: Path, with_failed: bool = True, **kw) -> dict:
     """Write study.toml and study.db holding every cell of the fixture config (one failed if asked)."""
     data = config_dict(**kw)
     cfg = parse_config(data)
     out.mkdir(parents=True, exist_ok=True)
     store = prepare_folder(cfg, _toml(data), out, force=False)
-    store.put_dense(dense_key(cfg), {"model": cfg.model, "suite": cfg.suite},
-                    {"dimensions": {"General": 0.5, "Commonsense": 0.4, "Code": 0.3, "Math": 0.2}}, 1.0)
+    store.put_dense(dense_key(cfg), {"model": cfg.model, "suite": cfg.suite}, dense_result(), 1.0)
     cells = build_grid(cfg)
     failed = None
     for i, cell in enumerate(cells):
@@ -97,9 +124,9 @@ def build_fixture(out: Path, with_failed: bool = True, **kw) -> dict:
             store.fail_cell(key, "RuntimeError: boom", "Traceback...\nRuntimeError: boom", 0.1)
             failed = cell
             continue
+        ret = retention_of(cell.strategy, cell.seed, cell.sparsity)
         store.put_cell(key, {**cell.to_dict(), "name": cell.name}, ck, dense_key(cfg),
-                       {"retention": retention_of(cell.strategy, cell.seed, cell.sparsity),
-                        "calib_metrics": metrics, "scores": {}}, 1.0)
+                       {"retention": ret, "calib_metrics": metrics, "scores": cell_scores(ret)}, 1.0)
     store.close()
     return {"cfg": cfg, "cells": cells, "failed": failed}
 

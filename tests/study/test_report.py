@@ -31,6 +31,11 @@ def test_report_from_fixture_study(tmp_path, capsys, fake_study):
     assert "Best single source: `stdlib` with 56.0 ± 0.7% total retention" in head
     assert "The mix `uniform` keeps" in head and "IGSP keeps" in head and "Seed spread" in head
     assert "vs Self-Cal" in head  # SGS has a failed seed but its other seed still counts
+    # every claim comes with its paired bootstrap interval; no verdict from the span of all strategies
+    assert "Best single source: `stdlib` with 56.0 ± 0.7% total retention (95% CI " in head
+    assert "seed-to-seed noise" not in head and "headline differences" in head
+    assert re.search(r"\| IGSP − Self-Cal \| `igsp` − `selfcal` \| \+5\.0 \| \[[-+0-9.]+, [-+0-9.]+\] \| significant \|", md)
+    assert "paired bootstrap" in md
     # the strategy table shows mean ± std over seeds and the gap to the reference
     assert re.search(r"\| reference source \| `pydoc-topics` \| 45\.0 ± 0\.7 \|", md)
     assert "gap to pydoc-topics" in md
