@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -18,7 +17,7 @@ from calmix.evals.itemscores import item_table
 from calmix.evals.suites import SUITES, get_suite, suite_tasks
 from calmix.evals.task import task_fingerprint
 from calmix.evals.tasks import DIMENSIONS, Task, build_items, get_task
-from calmix.fingerprint import file_stamp
+from calmix.fingerprint import digest, file_stamp
 
 log = logging.getLogger(__name__)
 
@@ -234,10 +233,9 @@ def dense_cache_key(model_spec: str, suite: str, tasks: list[str] | None, limit:
     names = suite_tasks(suite, tasks)
     limits = {n: (limit if limit is not None else get_task(n).default_limit) for n in names}
     definitions = {n: task_fingerprint(get_task(n), limit=limit, seed=seed) for n in names}
-    blob = json.dumps({"model": model_fingerprint(model_spec), "suite": suite, "tasks": names, "limits": limits,
-                       "chance_normalise": get_suite(suite).chance_normalise, "definitions": definitions,
-                       "seed": seed, "dtype": str(resolve_dtype(dtype)), "version": calmix.__version__}, sort_keys=True)
-    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+    return digest({"model": model_fingerprint(model_spec), "suite": suite, "tasks": names, "limits": limits,
+                   "chance_normalise": get_suite(suite).chance_normalise, "definitions": definitions,
+                   "seed": seed, "dtype": str(resolve_dtype(dtype)), "version": calmix.__version__}, 16)
 
 
 def dense_scores(model_spec: str, model=None, tokenizer=None, suite: str = "small", limit: int | None = None,
