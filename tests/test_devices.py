@@ -89,3 +89,9 @@ def test_other_commands_refuse_them_too(argv, tiny_dir, tmp_path, capsys):
     errors = [line for line in capsys.readouterr().err.splitlines() if "calmix: error:" in line]
     assert rc == 2 and len(errors) == 1 and ("unknown device 'tpu'" in errors[0] or "unknown dtype" in errors[0])
     assert list(out.iterdir()) == []
+
+
+def test_study_run_refuses_a_missing_device_before_its_folder_exists(tmp_path, capsys):
+    out = tmp_path / "study"
+    rc = main(["study", "run", "quick", "--out", str(out), "--device", "tpu"])
+    assert rc == 2 and "unknown device 'tpu'" in capsys.readouterr().err and not out.exists()
