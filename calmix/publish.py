@@ -7,6 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator, Mapping
 
 import numpy as np
 import torch
@@ -132,17 +133,23 @@ def write_card(folder: str | os.PathLike, card: PruneCard) -> Path:
     return path
 
 
-def pruned_masks(model: nn.Module, linears: list[str]) -> dict[str, torch.Tensor]:
-    """Masks of the named linears (True = pruned): the zeros of their weights, keyed by weight name."""
-    return {f"{name}.weight": (model.get_submodule(name).weight.detach() == 0).cpu() for name in linears}
+def pruned_masks(model: nn.Module, linears: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
+    """Masks of the named linears (True = pruned): the zeros of their weights, by weight name, one at a time."""
+    for name in linears:
+        yield f"{name}.weight", (model.get_submodule(name).weight.detach() == 0).cpu()
 
 
-def save_masks(path: str | os.PathLike, masks: dict[str, torch.Tensor]) -> Path:
-    """Write boolean masks bit-packed (numpy.packbits, 8 per byte) to a safetensors file, shapes in its metadata."""
+def save_masks(path: str | os.PathLike,
+               masks: Mapping[str, torch.Tensor] | Iterable[tuple[str, torch.Tensor]]) -> Path:
+    """Write boolean masks bit-packed (numpy.packbits, 8 per byte) to a safetensors file, shapes in its metadata.
+
+    Each mask is packed as it comes, so an iterator of masks never holds more than one unpacked."""
     from safetensors.numpy import save_file
 
-    packed = {name: np.packbits(m.numpy().astype(bool).reshape(-1)) for name, m in masks.items()}
-    shapes = {name: list(m.shape) for name, m in masks.items()}
+    packed, shapes = {}, {}
+    for name, m in (masks.items() if isinstance(masks, Mapping) else masks):
+        packed[name] = np.packbits(m.numpy().astype(bool).reshape(-1))
+        shapes[name] = list(m.shape)
     path = Path(path)
     save_file(packed, str(path), metadata={"format": MASKS_FORMAT, "shapes": json.dumps(shapes)})
     return path
