@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import logging
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 
 import torch
 from torch import nn
 
+from calmix.devices import check_device, check_dtype
 from calmix.errors import CalmixError
 from calmix.fingerprint import file_stamp
 from calmix.paths import cache_dir
@@ -22,6 +24,9 @@ log = logging.getLogger(__name__)
 
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
           "float16": torch.float16, "fp16": torch.float16}
+AUTO = "auto"  # the checkpoint's own dtype
+# safetensors' dtype codes of the float dtypes calmix loads in (others load in float32)
+_SAFETENSORS_DTYPES = {"F32": "float32", "BF16": "bfloat16", "F16": "float16"}
 
 
 def _smollm2_gguf() -> Path:
@@ -42,20 +47,100 @@ def _gemma3_gguf() -> Path:
     return Path(g.assemble(cache_dir("gguf") / g.MODEL_NAME))
 
 
-# Bundled models by name: (folder name of the dequantized copy, finder of the packaged .gguf file).
-BUILTIN_MODELS: Registry[tuple[str, Callable[[], Path]]] = Registry("model")
-BUILTIN_MODELS.add("default", ("SmolLM2-135M-Instruct", _smollm2_gguf))
-BUILTIN_MODELS.add("smollm2-135m", ("SmolLM2-135M-Instruct", _smollm2_gguf))
-BUILTIN_MODELS.add("gemma3-270m", ("gemma-3-270m", _gemma3_gguf))
+class BuiltinModel(NamedTuple):
+    """A bundled model: folder name of its dequantized copy, finder of the packaged .gguf, the hub model it is of."""
+
+    folder: str
+    find: Callable[[], Path]
+    base_model: str
 
 
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """Turn 'float32' / 'bf16' / torch.dtype into a torch.dtype."""
+BUILTIN_MODELS: Registry[BuiltinModel] = Registry("model")
+BUILTIN_MODELS.add("default", BuiltinModel("SmolLM2-135M-Instruct", _smollm2_gguf, "HuggingFaceTB/SmolLM2-135M-Instruct"))
+BUILTIN_MODELS.add("smollm2-135m", BuiltinModel("SmolLM2-135M-Instruct", _smollm2_gguf,
+                                                "HuggingFaceTB/SmolLM2-135M-Instruct"))
+BUILTIN_MODELS.add("gemma3-270m", BuiltinModel("gemma-3-270m", _gemma3_gguf, "google/gemma-3-270m"))
+
+
+def dtype_names() -> list[str]:
+    """The canonical dtype names of DTYPES (aliases such as bf16 left out)."""
+    return [name for name, dt in DTYPES.items() if str(dt) == f"torch.{name}"]
+
+
+def dtype_name(dtype: torch.dtype) -> str:
+    """'float32' for torch.float32: the name calmix records and keys on."""
+    return str(dtype).removeprefix("torch.")
+
+
+def check_dtype_name(dtype: str | torch.dtype) -> None:
+    """Raise a one-line CalmixError unless dtype is 'auto', a DTYPES name or a torch.dtype."""
+    if not isinstance(dtype, torch.dtype) and dtype != AUTO and dtype not in DTYPES:
+        raise CalmixError(f"unknown dtype '{dtype}': choose one of {AUTO} (the checkpoint's own), "
+                          f"{', '.join(dtype_names())}")
+
+
+def resolve_dtype(dtype: str | torch.dtype, spec: str | None = None) -> torch.dtype:
+    """Turn 'float32' / 'bf16' / torch.dtype (or 'auto': the dtype of the checkpoint `spec`) into a torch.dtype."""
     if isinstance(dtype, torch.dtype):
         return dtype
-    if dtype not in DTYPES:
-        raise CalmixError(f"unknown dtype '{dtype}': choose one of float32, bfloat16, float16")
+    check_dtype_name(dtype)
+    if dtype == AUTO:
+        if spec is None:
+            raise CalmixError("dtype 'auto' needs a model to read the dtype from: pass a dtype such as float32")
+        return checkpoint_dtype(spec)
     return DTYPES[dtype]
+
+
+def _safetensors_dtype(folder: Path) -> str | None:
+    """Name of the first floating dtype stored in a folder's safetensors (single file or first shard), else None."""
+    from safetensors import safe_open
+
+    index = folder / "model.safetensors.index.json"
+    files = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))[:1] if index.is_file() else []
+    files = [folder / f for f in files] or sorted(folder.glob("*.safetensors"))[:1]
+    for file in files:
+        with safe_open(str(file), framework="pt") as f:
+            for key in f.keys():
+                code = f.get_slice(key).get_dtype()
+                if code in _SAFETENSORS_DTYPES:
+                    return _SAFETENSORS_DTYPES[code]
+    return None
+
+
+def _config_dtype(config: dict) -> str | None:
+    value = config.get("dtype") or config.get("torch_dtype")
+    return str(value).removeprefix("torch.") if value else None
+
+
+def checkpoint_dtype(spec: str) -> torch.dtype:
+    """The checkpoint's own dtype: config.json's dtype (or torch_dtype), else its safetensors', else float32.
+
+    The bundled models and .gguf files are dequantized to float32 folders, so theirs is float32 (read without
+    converting). A dtype calmix does not compute in (float64, int8 of a quantized checkpoint) gives float32."""
+    spec = str(spec)
+    if spec in BUILTIN_MODELS or Path(spec).suffix == ".gguf":
+        return torch.float32
+    path = resolve_model_path(spec)
+    name: str | None = None
+    if Path(path).is_dir():
+        with contextlib.suppress(OSError, ValueError):
+            name = _config_dtype(json.loads((Path(path) / "config.json").read_text()))
+        if name is None:
+            name = _safetensors_dtype(Path(path))
+    else:  # a hub id: its config (from the hub or the local hub cache)
+        from transformers import AutoConfig
+
+        try:
+            config = AutoConfig.from_pretrained(path)
+        except OSError:
+            raise CalmixError(f"cannot read the dtype of '{spec}' from the hub (offline?): pass --dtype, or set "
+                              f"HF_HUB_OFFLINE=1 to use the local hub cache") from None
+        name = _config_dtype(config.to_dict())
+    if name not in DTYPES:
+        if name is not None:
+            log.info("checkpoint %s is stored in %s: loading it in float32", spec, name)
+        return torch.float32
+    return DTYPES[name]
 
 
 def gguf_to_folder(gguf: Path, name: str | None = None) -> Path:
@@ -85,8 +170,8 @@ def resolve_model_path(spec: str) -> str:
     """Map a model spec to something from_pretrained accepts: a local folder or a hub id."""
     spec = str(spec)
     if spec in BUILTIN_MODELS:
-        name, finder = BUILTIN_MODELS.get(spec)
-        return str(gguf_to_folder(finder(), name))
+        builtin = BUILTIN_MODELS.get(spec)
+        return str(gguf_to_folder(builtin.find(), builtin.folder))
     path = Path(spec).expanduser()
     if path.suffix == ".gguf":
         if not path.is_file():
@@ -105,12 +190,18 @@ def resolve_model_path(spec: str) -> str:
     return spec  # a hub id
 
 
-def load_model(spec: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = "float32"):
-    """Load (model, tokenizer) from a local folder, a hub id, a .gguf file or a BUILTIN_MODELS name."""
+def load_model(spec: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = AUTO):
+    """Load (model, tokenizer) from a local folder, a hub id, a .gguf file or a BUILTIN_MODELS name.
+
+    dtype 'auto' (the default) is the checkpoint's own dtype (checkpoint_dtype); the device and the dtype are
+    checked before any weight is read."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    check_dtype_name(dtype)
+    check_device(device)
     path = resolve_model_path(spec)
-    torch_dtype = resolve_dtype(dtype)
+    torch_dtype = resolve_dtype(dtype, spec)
+    check_dtype(device, torch_dtype)
     is_local = Path(path).is_dir()
     try:
         config = AutoConfig.from_pretrained(path)

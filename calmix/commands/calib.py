@@ -33,6 +33,7 @@ def register(subparsers) -> None:
 
 def _common(p: argparse.ArgumentParser, what: str) -> None:
     from calmix.calib.spec import PRESETS
+    from calmix.commands.prune import add_model_args
     from calmix.calib.generated import GENERATORS
 
     p.add_argument("spec", metavar=what, help="source name, file:PATH[:FIELD], hub:ID[:CONFIG][:SPLIT][:FIELD], "
@@ -41,7 +42,7 @@ def _common(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--nsamples", type=int, default=128)
     p.add_argument("--seqlen", type=int, default=2048)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    add_model_args(p)
     p.add_argument("--no-cache", action="store_true", help="do not read or write the calibration cache")
 
 
@@ -63,11 +64,14 @@ def _load(args, need_model: bool):
     from calmix.models import load_model, load_tokenizer
 
     if need_model:
-        return load_model(args.model, device=args.device)
+        return load_model(args.model, device=args.device, dtype=args.dtype)
     return None, load_tokenizer(args.model)
 
 
 def _positive(args) -> None:
+    from calmix.commands.prune import check_model_args
+
+    check_model_args(args)
     if args.nsamples <= 0 or args.seqlen <= 0:
         raise CalmixError(f"--nsamples and --seqlen must be positive, got {args.nsamples} and {args.seqlen}")
 
@@ -147,7 +151,7 @@ def cmd_metrics(args) -> int:
         from calmix.calib import build_calib, parse_spec
 
         parsed = parse_spec(args.spec)
-        model, tok = load_model(args.model, device=args.device)
+        model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
         calib = build_calib(parsed, tok, args.nsamples, args.seqlen, seed=args.seed, model=model,
                             device=args.device, use_cache=not args.no_cache)
     with timer("metrics"):

@@ -15,6 +15,7 @@ ENGINES = ("calmix", "lm-eval")
 
 def register(subparsers) -> None:
     """Add the `eval` subcommand."""
+    from calmix.commands.prune import add_model_args
     from calmix.evals.suites import SUITES
 
     p = subparsers.add_parser("eval", help="capability scores of a model, and retention against the dense model",
@@ -29,8 +30,7 @@ def register(subparsers) -> None:
     p.add_argument("--dense", default=None,
                    help="dense model (folder/spec) or a JSON file of its scores (an earlier --out, or a dense cache file)")
     p.add_argument("--engine", default="calmix", choices=ENGINES, help="calmix scorers (default) or lm-evaluation-harness")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32")
+    add_model_args(p)
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--no-cache", action="store_true", help="recompute the dense scores instead of reading the cache")
     p.add_argument("--out", required=True, help="output JSON file (a run record is written beside it)")
@@ -113,12 +113,14 @@ def _sandbox_check(suite: str | None, tasks: list[str] | None, allow_unsafe_exec
 
 def run(args: argparse.Namespace) -> int:
     """Handler of `calmix eval`."""
+    from calmix.commands.prune import check_model_args
     from calmix.evals.evaluate import dense_scores
     from calmix.evals.retention import check_settings, retention
     from calmix.evals.suites import default_suite, get_suite, suite_tasks
-    from calmix.models import load_model
+    from calmix.models import dtype_name, load_model
     from calmix.runrecord import Timer, run_record, write_json_atomic
 
+    check_model_args(args)
     out = Path(args.out)
     if out.exists() and out.is_dir():
         raise CalmixError(f"--out {out} is a folder: pass a JSON file path")
@@ -144,6 +146,7 @@ def run(args: argparse.Namespace) -> int:
     timer = Timer()
     with timer("load"):
         model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+    dtype = dtype_name(next(model.parameters()).dtype)  # the dense model is scored in the same dtype
     suite = args.suite or default_suite(model)
     if args.engine == "calmix" and not (tasks or args.suite):
         _sandbox_check(suite, tasks, args.allow_unsafe_exec)
@@ -155,9 +158,9 @@ def run(args: argparse.Namespace) -> int:
             if args.engine == "calmix":
                 dense = dense_scores(args.dense, suite=suite, limit=args.limit, seed=args.seed, tasks=tasks,
                                      device=args.device, batch_size=args.batch_size, cache=not args.no_cache,
-                                     dtype=args.dtype, allow_unsafe_exec=args.allow_unsafe_exec)
+                                     dtype=dtype, allow_unsafe_exec=args.allow_unsafe_exec)
             else:
-                dmodel, dtok = load_model(args.dense, device=args.device, dtype=args.dtype)
+                dmodel, dtok = load_model(args.dense, device=args.device, dtype=dtype)
                 dense = _score(args.engine, dmodel, dtok, args, suite, tasks)
     ret = retention(scores, dense) if dense is not None else None
     config = {k: v for k, v in vars(args).items() if k != "func"} | {"suite": suite}

@@ -9,14 +9,28 @@ from pathlib import Path
 from calmix.errors import CalmixError
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+DTYPE_HELP = "auto (the checkpoint's own dtype, the default) | float32 | bfloat16 | float16"
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """--device and --dtype, as every command that loads a model takes them."""
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps (default cpu)")
-    p.add_argument("--dtype", default="float32", help="float32 | bfloat16 | float16 (default float32)")
+    p.add_argument("--dtype", default="auto", help=DTYPE_HELP)
+
+
+def check_model_args(args: argparse.Namespace) -> None:
+    """Fail on a device that does not exist here or an unknown dtype, before anything is loaded or written."""
+    from calmix.devices import check_device
+    from calmix.models import check_dtype_name
+
+    check_device(args.device)
+    check_dtype_name(args.dtype)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     from calmix.models import BUILTIN_MODELS
     from calmix.prune import PRUNERS
+    from calmix.publish import MASKS_FILE
 
     builtin = ", ".join(BUILTIN_MODELS)
     p = sub.add_parser("prune", help="prune a model layer by layer on a calibration set",
@@ -39,8 +53,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--offload", default="auto", help="where activations live: auto | device | cpu")
     p.add_argument("--ppl", action="store_true", help="also measure WikiText-2 perplexity, dense and pruned")
     p.add_argument("--ppl-windows", type=int, default=None, help="limit the perplexity to this many windows")
-    p.add_argument("--out", required=True, help="output folder (a loadable HF model folder + calmix.json)")
-    _add_model_args(p)
+    p.add_argument("--out", required=True,
+                   help="output folder (a loadable HF model folder + calmix.json + README.md model card)")
+    p.add_argument("--save-masks", action="store_true",
+                   help=f"also write the pruning masks, bit-packed, to {MASKS_FILE} in the output folder")
+    p.add_argument("--push-to-hub", default=None, metavar="REPO_ID",
+                   help="upload the output folder to this hub model repo (token: HF_TOKEN or `hf auth login`)")
+    p.add_argument("--private", action="store_true", help="with --push-to-hub: create the repo private")
+    add_model_args(p)
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("ppl", help="perplexity on WikiText-2 or a text file (SparseGPT-style windows)")
@@ -49,7 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seqlen", type=int, default=2048, help="window length (default 2048)")
     p.add_argument("--max-windows", type=int, default=None, help="only the first N windows")
     p.add_argument("--out", default=None, help="write the result as JSON here")
-    _add_model_args(p)
+    add_model_args(p)
     p.set_defaults(func=cmd_ppl)
 
     p = sub.add_parser("sparsity", help="report the sparsity of a saved model's decoder linears")
@@ -65,15 +85,52 @@ def _calib_set(args, tokenizer, model):
                        model=model, device=args.device)
 
 
+def command_line(prog: str, args: argparse.Namespace) -> str:
+    """A shell command that reruns `args`: every option spelled out (flags whose value is off left out)."""
+    import shlex
+
+    words = prog.split()
+    for dest, value in vars(args).items():
+        if dest in ("func", "command") or value is None or value is False:
+            continue
+        flag = "--" + dest.replace("_", "-")
+        if value is True:
+            words.append(flag)
+        elif isinstance(value, (list, tuple)):
+            for item in value:
+                words += [flag, str(item)]
+        else:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def _card(args, cfg, report, dtype: str, result: dict):
+    """The model card facts of a prune run."""
+    import calmix
+    from calmix.publish import MASKS_FILE, PruneCard
+
+    ppl = {"dense": result["ppl_dense"], "pruned": result["ppl_pruned"]} if "ppl_pruned" in result else None
+    return PruneCard(model=args.model, method=cfg.method, sparsity=cfg.sparsity, pattern=cfg.pattern,
+                     measured_sparsity=report.sparsity, n_linears=len(report.layers), dtype=dtype,
+                     calib=result["calib"], command=command_line("calmix prune", args),
+                     calmix_version=calmix.__version__, ppl=ppl, masks_file=MASKS_FILE if args.save_masks else None,
+                     options={"blocksize": cfg.blocksize, "percdamp": cfg.percdamp,
+                              "layer inputs": "pruned (sequential)" if cfg.true_sequential else "dense"})
+
+
 def cmd_prune(args) -> int:
-    from calmix.models import load_model
+    from calmix.models import dtype_name, load_model
     from calmix.prune import PRUNERS
     from calmix.prune.engine import PruneConfig, prune_model, validate_config
     from calmix.prune.masks import validate_pattern
+    from calmix.publish import MASKS_FILE, check_repo_id, pruned_masks, push_to_hub, save_masks, write_card
     from calmix.runrecord import Timer, atomic_dir, check_writable_dir, run_record, write_json_atomic
 
     if args.nsamples < 1 or args.seqlen < 2:
         raise CalmixError("--nsamples must be >= 1 and --seqlen >= 2")
+    check_model_args(args)
+    if args.push_to_hub is not None:
+        check_repo_id(args.push_to_hub)
     out = check_writable_dir(args.out)
     cfg = PruneConfig(method=args.method, sparsity=args.sparsity, pattern=args.pattern, blocksize=args.blocksize,
                       percdamp=args.percdamp, true_sequential=not args.dense_inputs,
@@ -101,14 +158,19 @@ def cmd_prune(args) -> int:
         with timer("ppl_pruned"):
             result["ppl_pruned"] = dataset_perplexity(model, tok, "wikitext2", seqlen=min(args.seqlen, 2048),
                                                       device=args.device, max_windows=args.ppl_windows)
+    dtype = dtype_name(next(model.parameters()).dtype)
+    calib_card = {k: v for k, v in calib.card.items() if k not in ("texts", "generations")}
+    calib_info = {"spec": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": args.seed,
+                  "card": calib_card}
     with atomic_dir(out) as tmp:
         with timer("save"):
-            model.save_pretrained(tmp)
+            model.save_pretrained(tmp)  # in the dtype the model was loaded in
             tok.save_pretrained(tmp)
-        calib_card = {k: v for k, v in calib.card.items() if k not in ("texts", "generations")}
+            if args.save_masks:
+                save_masks(tmp / MASKS_FILE, pruned_masks(model, [r.name for r in report.layers]))
+        write_card(tmp, _card(args, cfg, report, dtype, {**result, "calib": calib_info}))
         record = run_record("prune", cfg, timer.times, model=args.model, device=args.device, dtype=args.dtype,
-                            calib={"spec": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen,
-                                   "seed": args.seed, "card": calib_card},
+                            loaded_dtype=dtype, calib=calib_info,
                             overall_sparsity=report.sparsity, layers=report.to_dict()["layers"],
                             engine_timings=report.timings, **result)
         write_json_atomic(tmp / "calmix.json", record)
@@ -117,7 +179,9 @@ def cmd_prune(args) -> int:
     print(msg)
     if args.ppl:
         print(f"WikiText-2 perplexity: dense {result['ppl_dense']['ppl']:.2f} -> pruned {result['ppl_pruned']['ppl']:.2f}")
-    print(f"saved to {out} (calmix.json holds the run record)")
+    print(f"saved to {out} in {dtype} (calmix.json holds the run record, README.md the model card)")
+    if args.push_to_hub is not None:
+        print(f"pushed to {push_to_hub(out, args.push_to_hub, private=args.private or None)}")
     return 0
 
 
@@ -128,6 +192,7 @@ def cmd_ppl(args) -> int:
 
     if args.seqlen < 2:
         raise CalmixError("--seqlen must be >= 2")
+    check_model_args(args)
     timer = Timer()
     with timer("load"):
         model, tok = load_model(args.model, device=args.device, dtype=args.dtype)

@@ -25,6 +25,10 @@ def _run(args: argparse.Namespace) -> int:
         cfg, text = load_config(out / CONFIG_FILE)
     else:
         cfg, text = load_config(args.config)
+    if args.backend == "local":  # a ray cluster's workers may have devices this machine lacks
+        from calmix.devices import check_device
+
+        check_device(args.device or cfg.device)
     options = args_dict(args)
     kw = {name: options[name] for name in BACKENDS.get(args.backend).options}
     summary = run_study(cfg, text, out, backend=args.backend, force=args.force, device=args.device,

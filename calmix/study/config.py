@@ -35,7 +35,7 @@ class StudyConfig:
 
     name: str = "study"
     model: str = "default"
-    dtype: str = "float32"
+    dtype: str = "auto"  # the checkpoint's own; parse_config writes the dtype it names
     device: str = "cpu"
     seeds: list[int] = field(default_factory=lambda: [0])
     reference: str | None = None
@@ -112,9 +112,9 @@ def mix_preset_names() -> tuple[str, ...]:
 
 def dtype_names() -> list[str]:
     """The dtypes a study may run in: the canonical names of calmix.models.DTYPES (aliases such as bf16 left out)."""
-    from calmix.models import DTYPES
+    from calmix.models import dtype_names as names
 
-    return [name for name, dt in DTYPES.items() if str(dt) == f"torch.{name}"]
+    return names()
 
 
 # key -> (section, field name, expected type description)
@@ -228,8 +228,9 @@ def parse_config(data: dict, where: str = "config") -> StudyConfig:
     if "dtype" in s:
         cfg.dtype = _str("study.dtype", s["dtype"])
         dtypes = dtype_names()
-        if cfg.dtype not in dtypes:
-            raise _err("study.dtype", f"must be {', '.join(dtypes[:-1])} or {dtypes[-1]}, got {cfg.dtype!r}")
+        if cfg.dtype not in dtypes and cfg.dtype != "auto":
+            raise _err("study.dtype", f"must be {', '.join(dtypes[:-1])} or {dtypes[-1]}, got {cfg.dtype!r} "
+                                      f"(or auto, the checkpoint's own dtype, the default)")
     if "device" in s:
         cfg.device = _str("study.device", s["device"])
     if "seeds" in s:
@@ -303,7 +304,22 @@ def parse_config(data: dict, where: str = "config") -> StudyConfig:
             raise _err("eval.allow_unsafe_exec", f"must be true or false, got {e['allow_unsafe_exec']!r}")
         cfg.allow_unsafe_exec = e["allow_unsafe_exec"]
     _check_eval(cfg)
+    cfg.dtype = _concrete_dtype(cfg.model, cfg.dtype)
     return cfg
+
+
+def _concrete_dtype(model: str, dtype: str) -> str:
+    """'auto' as the dtype it names for this model (so that keys name the dtype the cells run in).
+
+    A model that cannot be found here keeps 'auto': nothing of it can run, and loading it says why."""
+    from calmix.models import checkpoint_dtype, dtype_name
+
+    if dtype != "auto":
+        return dtype
+    try:
+        return dtype_name(checkpoint_dtype(model))
+    except CalmixError:
+        return dtype
 
 
 def _check_spec(key: str, spec: str) -> None:

@@ -115,3 +115,18 @@ def test_presets_and_dtypes_come_from_their_registries(grid_config):
     for mix in ("uniform", "uniform-offline", "all"):
         with pytest.raises(CalmixError, match=re.escape(f"'{mix}' is a mix")):
             parse_config(_with(grid_config, "calib", "sources", [mix]))
+
+
+def test_dtype_auto_is_the_default_and_names_the_checkpoint_dtype(grid_config, tmp_path, tiny_model, tiny_tokenizer):
+    import torch
+
+    assert parse_config(grid_config).dtype == "float32"  # the default model's folder is float32: keys unchanged
+    assert parse_config(_with(grid_config, "study", "dtype", "auto")).dtype == "float32"
+    path = tmp_path / "bf16"
+    tiny_model.to(torch.bfloat16).save_pretrained(path)
+    tiny_tokenizer.save_pretrained(path)
+    assert parse_config(_with(grid_config, "study", "model", str(path))).dtype == "bfloat16"
+    assert parse_config(_with(_with(grid_config, "study", "model", str(path)), "study", "dtype", "float32")).dtype == \
+        "float32"
+    # a model that cannot be found keeps 'auto' (loading it later says why)
+    assert parse_config(_with(grid_config, "study", "model", str(tmp_path / "nope"))).dtype == "auto"
