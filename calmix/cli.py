@@ -11,7 +11,7 @@ from calmix.errors import CalmixError
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """Parser with every subcommand found in calmix.commands (each module defines register(subparsers))."""
+    """Parser with every subcommand found in calmix.commands (each command module defines register(subparsers))."""
     import calmix
     import calmix.commands as commands
 
@@ -20,7 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(commands.__path__), key=lambda m: m.name):
         module = importlib.import_module(f"calmix.commands.{info.name}")
-        module.register(sub)
+        if hasattr(module, "register"):  # shared helpers (options) register nothing
+            module.register(sub)
     return parser
 
 

@@ -33,12 +33,12 @@ def register(subparsers) -> None:
 
 def _common(p: argparse.ArgumentParser, what: str) -> None:
     from calmix.calib.spec import PRESETS
-    from calmix.commands.prune import add_model_args
+    from calmix.commands.options import add_model_args, model_help
     from calmix.calib.generated import GENERATORS
 
     p.add_argument("spec", metavar=what, help="source name, file:PATH[:FIELD], hub:ID[:CONFIG][:SPLIT][:FIELD], "
                    f"mix:a=1,b=1, {', '.join(PRESETS)}, {'/'.join(GENERATORS)}[:k=v], or a saved .pt/.json set")
-    p.add_argument("--model", default="default", help="model spec (folder, hub id, .gguf, default, gemma3-270m)")
+    p.add_argument("--model", default="default", help=model_help())
     p.add_argument("--nsamples", type=int, default=128)
     p.add_argument("--seqlen", type=int, default=2048)
     p.add_argument("--seed", type=int, default=0)
@@ -69,7 +69,7 @@ def _load(args, need_model: bool):
 
 
 def _positive(args) -> None:
-    from calmix.commands.prune import check_model_args
+    from calmix.commands.options import check_model_args
 
     check_model_args(args)
     if args.nsamples <= 0 or args.seqlen <= 0:
@@ -113,13 +113,9 @@ def _build(args):
     return parsed, model, tok, calib
 
 
-def _config(args) -> dict:
-    return {k: v for k, v in vars(args).items() if k != "func"}
-
-
 def cmd_build(args) -> int:
     """Build a set, save FILE (.pt) + FILE.json card + FILE.run.json record, print a summary."""
-    from calmix.runrecord import Timer, run_record, write_json_atomic
+    from calmix.runrecord import Timer, args_dict, run_record, write_json_atomic
 
     out = _check_out(args.out, (".pt",))
     timer = Timer()
@@ -127,7 +123,7 @@ def cmd_build(args) -> int:
         parsed, _, _, calib = _build(args)
     with timer("save"):
         calib.save(out)
-    write_json_atomic(out.with_suffix(".run.json"), run_record("calib build", _config(args), timer.times,
+    write_json_atomic(out.with_suffix(".run.json"), run_record("calib build", args_dict(args), timer.times,
                                                               output=str(out), card=calib.card.get("window_counts")))
     counts = calib.card.get("window_counts") or {}
     print(f"calibration set {parsed.canonical}: {calib.nsamples} x {calib.seqlen} tokens -> {out}")
@@ -140,7 +136,7 @@ def cmd_build(args) -> int:
 def cmd_metrics(args) -> int:
     """Build or load a set, compute its information metrics with the model, print a table, write JSON."""
     from calmix.calib.metrics import format_metrics, set_metrics
-    from calmix.runrecord import Timer, run_record, write_json_atomic
+    from calmix.runrecord import Timer, args_dict, run_record, write_json_atomic
 
     out = _check_out(args.out, (".json",)) if args.out else None
     timer = Timer()
@@ -160,7 +156,7 @@ def cmd_metrics(args) -> int:
     print(format_metrics(result))
     if out is not None:
         write_json_atomic(out, {"spec": args.spec, "card": calib.card, **result})
-        write_json_atomic(out.with_suffix(".run.json"), run_record("calib metrics", _config(args), timer.times,
+        write_json_atomic(out.with_suffix(".run.json"), run_record("calib metrics", args_dict(args), timer.times,
                                                                   output=str(out)))
         print(f"wrote {out}", file=sys.stderr)
     return 0

@@ -15,13 +15,13 @@ ENGINES = ("calmix", "lm-eval")
 
 def register(subparsers) -> None:
     """Add the `eval` subcommand."""
-    from calmix.commands.prune import add_model_args
+    from calmix.commands.options import add_model_args, model_help
     from calmix.evals.suites import SUITES
 
     p = subparsers.add_parser("eval", help="capability scores of a model, and retention against the dense model",
                               description="Score a model on an evaluation suite; with --dense, also the per-dimension "
                                           "and total retention against the dense model (dense scores are cached).")
-    p.add_argument("--model", required=True, help="model folder, .gguf, hub id, or 'default'")
+    p.add_argument("--model", required=True, help=model_help())
     p.add_argument("--suite", default=None, choices=sorted(SUITES),
                    help="suite (default: small for models under 1B parameters, else paper)")
     p.add_argument("--tasks", default=None, help="comma-separated task names instead of the suite's list")
@@ -113,12 +113,12 @@ def _sandbox_check(suite: str | None, tasks: list[str] | None, allow_unsafe_exec
 
 def run(args: argparse.Namespace) -> int:
     """Handler of `calmix eval`."""
-    from calmix.commands.prune import check_model_args
+    from calmix.commands.options import check_model_args
     from calmix.evals.evaluate import dense_scores
     from calmix.evals.retention import check_settings, retention
     from calmix.evals.suites import default_suite, get_suite, suite_tasks
     from calmix.models import dtype_name, load_model
-    from calmix.runrecord import Timer, run_record, write_json_atomic
+    from calmix.runrecord import Timer, args_dict, run_record, write_json_atomic
 
     check_model_args(args)
     out = Path(args.out)
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> int:
                 dmodel, dtok = load_model(args.dense, device=args.device, dtype=dtype)
                 dense = _score(args.engine, dmodel, dtok, args, suite, tasks)
     ret = retention(scores, dense) if dense is not None else None
-    config = {k: v for k, v in vars(args).items() if k != "func"} | {"suite": suite}
+    config = args_dict(args) | {"suite": suite}
     payload = {"model": args.model, "suite": suite, "engine": args.engine, "scores": scores.to_dict(),
                "dense": dense.to_dict() if dense is not None else None, "retention": ret}
     write_json_atomic(out, payload)

@@ -6,36 +6,17 @@ import argparse
 import json
 from pathlib import Path
 
+from calmix.commands.options import add_model_args, check_model_args, model_help
 from calmix.errors import CalmixError
 
 
-DTYPE_HELP = "auto (the checkpoint's own dtype, the default) | float32 | bfloat16 | float16"
-
-
-def add_model_args(p: argparse.ArgumentParser) -> None:
-    """--device and --dtype, as every command that loads a model takes them."""
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, mps (default cpu)")
-    p.add_argument("--dtype", default="auto", help=DTYPE_HELP)
-
-
-def check_model_args(args: argparse.Namespace) -> None:
-    """Fail on a device that does not exist here or an unknown dtype, before anything is loaded or written."""
-    from calmix.devices import check_device
-    from calmix.models import check_dtype_name
-
-    check_device(args.device)
-    check_dtype_name(args.dtype)
-
-
 def register(sub: argparse._SubParsersAction) -> None:
-    from calmix.models import BUILTIN_MODELS
     from calmix.prune import PRUNERS
     from calmix.publish import MASKS_FILE
 
-    builtin = ", ".join(BUILTIN_MODELS)
     p = sub.add_parser("prune", help="prune a model layer by layer on a calibration set",
                        description="Prune every decoder linear of a causal LM and save the pruned model.")
-    p.add_argument("--model", default="default", help=f"HF folder, hub id, .gguf file, or one of {builtin}")
+    p.add_argument("--model", default="default", help=model_help())
     p.add_argument("--method", default="sparsegpt", help=f"{' | '.join(PRUNERS)} (default sparsegpt)")
     p.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights to prune, in [0, 1)")
     p.add_argument("--pattern", default="unstructured", help="'unstructured' or N:M such as 2:4 (default unstructured)")
@@ -64,7 +45,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_prune)
 
     p = sub.add_parser("ppl", help="perplexity on WikiText-2 or a text file (SparseGPT-style windows)")
-    p.add_argument("--model", default="default", help=f"HF folder, hub id, .gguf file, or one of {builtin}")
+    p.add_argument("--model", default="default", help=model_help())
     p.add_argument("--data", default="wikitext2", help="wikitext2 or a .txt/.jsonl file (default wikitext2)")
     p.add_argument("--seqlen", type=int, default=2048, help="window length (default 2048)")
     p.add_argument("--max-windows", type=int, default=None, help="only the first N windows")
@@ -188,7 +169,7 @@ def cmd_prune(args) -> int:
 def cmd_ppl(args) -> int:
     from calmix.evals.ppl import dataset_perplexity
     from calmix.models import load_model
-    from calmix.runrecord import Timer, run_record, write_json_atomic
+    from calmix.runrecord import Timer, args_dict, run_record, write_json_atomic
 
     if args.seqlen < 2:
         raise CalmixError("--seqlen must be >= 2")
@@ -201,7 +182,7 @@ def cmd_ppl(args) -> int:
                                  max_windows=args.max_windows)
     print(f"perplexity {res['ppl']:.3f} on {res['data']} ({res['windows']} windows x {res['seqlen']} tokens)")
     if args.out:
-        write_json_atomic(args.out, run_record("ppl", vars_clean(args), timer.times, **res))
+        write_json_atomic(args.out, run_record("ppl", args_dict(args), timer.times, **res))
     return 0
 
 
@@ -224,6 +205,3 @@ def cmd_sparsity(args) -> int:
     return 0
 
 
-def vars_clean(args) -> dict:
-    """argparse namespace as a JSON-able dict without the handler."""
-    return {k: v for k, v in vars(args).items() if k != "func"}

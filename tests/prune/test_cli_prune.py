@@ -85,7 +85,7 @@ def test_help_lists_the_registered_methods_and_models(capsys):
         main(["prune", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "--method METHOD sparsegpt | wanda | magnitude (default sparsegpt)" in text
-    assert "or one of default, smollm2-135m, gemma3-270m" in text and list(BUILTIN_MODELS) == [
+    assert "a .gguf file, or default, smollm2-135m, gemma3-270m" in text and list(BUILTIN_MODELS) == [
         "default", "smollm2-135m", "gemma3-270m"]
 
 
