@@ -85,13 +85,13 @@ def test_first_layer_matches_a_direct_sparsegpt_call():
     torch.testing.assert_close(layer0.self_attn.q_proj.weight.detach(), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_true_sequential_switch_changes_later_layers_only():
-    def run(true_seq):
+def test_dense_inputs_switch_changes_later_layers_only():
+    def run(dense_inputs):
         model = tiny_llama(vocab_size=VOCAB, seed=5)
-        prune_model(model, _calib(seed=3), PruneConfig("sparsegpt", 0.6, true_sequential=true_seq), progress=False)
+        prune_model(model, _calib(seed=3), PruneConfig("sparsegpt", 0.6, dense_inputs=dense_inputs), progress=False)
         return [layer.mlp.down_proj.weight.detach().clone() for layer in decoder_layers(model)]
 
-    seq, dense = run(True), run(False)
+    seq, dense = run(False), run(True)
     assert torch.equal(seq[0], dense[0])
     assert not torch.equal(seq[1], dense[1])
 
