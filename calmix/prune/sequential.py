@@ -30,14 +30,14 @@ class _Aborted(BaseException):
 class _Forward:
     """One batch's forward on its own thread, run by turns with the caller."""
 
-    def __init__(self, run: Callable[[], Tensor]) -> None:
+    def __init__(self, run: Callable[[], Tensor], name: str) -> None:
         self.waiting_at: int | None = None  # the group this forward waits before; None before start or at end
         self.finished = False
         self.output: Tensor | None = None
         self.error: BaseException | None = None
         self.abort = False
         self._go, self._back = threading.Semaphore(0), threading.Semaphore(0)
-        self._thread = threading.Thread(target=self._main, args=(run,), daemon=True)
+        self._thread = threading.Thread(target=self._main, args=(run,), name=name, daemon=True)
         self._thread.start()
 
     def _main(self, run: Callable[[], Tensor]) -> None:
@@ -67,11 +67,11 @@ class _Forward:
             raise self.error
 
     def stop(self) -> None:
-        """End a forward that has not finished (its thread raises _Aborted where it waits)."""
+        """End the thread; a forward that has not finished raises _Aborted where it waits."""
         if not self.finished:
             self.abort = True
             self._go.release()
-            self._thread.join()
+        self._thread.join()
 
 
 def replay_group_by_group(layer: nn.Module, index: int, captured: LayerCalls, leaders: list[nn.Module],
@@ -92,7 +92,8 @@ def replay_group_by_group(layer: nn.Module, index: int, captured: LayerCalls, le
             running[0].wait_before(g)
         return pre_hook
 
-    forwards = [_Forward(lambda b=b: captured.replay(layer, index, b)) for b in range(len(captured.hidden))]
+    forwards = [_Forward(lambda b=b: captured.replay(layer, index, b), f"calmix-prune-layer{index}-batch{b}")
+                for b in range(len(captured.hidden))]
     batch_of = {fw: b for b, fw in enumerate(forwards)}
     hooks = [lead.register_forward_pre_hook(gate(g)) for g, lead in enumerate(leaders)]
     try:
