@@ -72,6 +72,8 @@ def test_round_trip_through_toml_dict(grid_config):
     ("prune", "methods", ["obs"], "prune.methods"),
     ("prune", "percdamp", 0, "prune.percdamp"),
     ("prune", "true_sequential", "yes", "prune.true_sequential"),
+    ("prune", "dense_inputs", 1, "prune.dense_inputs"),
+    ("prune", "sequential", "group", "prune.sequential"),
     ("eval", "limit", -1, "eval.limit"),
     ("eval", "tasks", [], "eval.tasks"),
     ("eval", "tasks", ["no_such_task"], "eval.tasks"),
@@ -115,3 +117,17 @@ def test_presets_and_dtypes_come_from_their_registries(grid_config):
     for mix in ("uniform", "uniform-offline", "all"):
         with pytest.raises(CalmixError, match=re.escape(f"'{mix}' is a mix")):
             parse_config(_with(grid_config, "calib", "sources", [mix]))
+
+
+def test_true_sequential_is_the_older_name_of_not_dense_inputs(grid_config):
+    base = parse_config(grid_config)
+    older = parse_config(_with(grid_config, "prune", "true_sequential", False))
+    newer = parse_config(_with(grid_config, "prune", "dense_inputs", True))
+    assert not base.dense_inputs and older.dense_inputs and newer.dense_inputs
+    assert older.fingerprint() == newer.fingerprint() != base.fingerprint()
+    assert parse_config(_with(grid_config, "prune", "true_sequential", True)).fingerprint() == base.fingerprint()
+    with pytest.raises(CalmixError, match="contradicts"):
+        parse_config(_with(_with(grid_config, "prune", "true_sequential", True), "prune", "dense_inputs", True))
+    linear = parse_config(_with(grid_config, "prune", "sequential", "linear"))
+    assert linear.sequential == "linear" and linear.fingerprint() != base.fingerprint()
+    assert parse_config(linear.to_toml_dict()) == linear
