@@ -160,7 +160,8 @@ def test_linears_reading_one_input_form_one_group():
     assert groups_by_input({}, lambda: pytest.fail("no probe without linears")) == []
 
 
-def test_the_engine_takes_any_registered_pruners_statistic():
+@pytest.mark.parametrize("sequential", ["layer", "linear"])
+def test_the_engine_takes_any_registered_pruners_statistic(sequential):
     """A pruner registered from outside: the engine builds one accumulator per input group, feeds it every
     non-padding token of every batch, reads it once per group and prunes the group with it."""
     from calmix.calib.calibset import CalibSet
@@ -200,7 +201,8 @@ def test_the_engine_takes_any_registered_pruners_statistic():
     try:
         model = tiny_llama(vocab_size=VOCAB, seed=2)
         report = prune_model(model, CalibSet(calib, mask), PruneConfig("counting", 0.5, batch_size=2,
-                                                                       blocksize=32, percdamp=0.2), progress=False)
+                                                                       blocksize=32, percdamp=0.2,
+                                                                       sequential=sequential), progress=False)
     finally:
         PRUNERS.remove("counting")
     ntokens = int(mask.sum())
