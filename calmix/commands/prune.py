@@ -12,6 +12,7 @@ from calmix.errors import CalmixError
 
 def register(sub: argparse._SubParsersAction) -> None:
     from calmix.prune import PRUNERS
+    from calmix.prune.engine import SEQUENTIAL, PruneConfig
     from calmix.publish import MASKS_FILE
 
     p = sub.add_parser("prune", help="prune a model layer by layer on a calibration set",
@@ -28,6 +29,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--percdamp", type=float, default=0.01, help="SparseGPT damping, fraction of mean diag(H)")
     p.add_argument("--dense-inputs", action="store_true",
                    help="feed each layer the dense model's activations instead of the pruned ones")
+    p.add_argument("--sequential", default=PruneConfig.sequential, choices=list(SEQUENTIAL),
+                   help="statistics of each linear from the dense layer ('layer') or from the outputs of the pruned "
+                        f"linears before it in its layer ('linear'); default {PruneConfig.sequential}")
     p.add_argument("--include", action="append", default=None, help="fnmatch pattern of linears to prune (repeatable)")
     p.add_argument("--exclude", action="append", default=None, help="fnmatch pattern of linears to skip (repeatable)")
     p.add_argument("--batch-size", type=int, default=8, help="calibration windows per layer forward (default 8)")
@@ -114,7 +118,7 @@ def cmd_prune(args) -> int:
         check_repo_id(args.push_to_hub)
     out = check_writable_dir(args.out)
     cfg = PruneConfig(method=args.method, sparsity=args.sparsity, pattern=args.pattern, blocksize=args.blocksize,
-                      percdamp=args.percdamp, true_sequential=not args.dense_inputs,
+                      percdamp=args.percdamp, dense_inputs=args.dense_inputs, sequential=args.sequential,
                       include=tuple(args.include or ("*",)), exclude=tuple(args.exclude or ()),
                       offload=args.offload, batch_size=args.batch_size)
     PRUNERS.get(cfg.method)  # fail on bad options before loading anything

@@ -5,7 +5,8 @@ A pruner says three things, and the engine asks nothing else:
   inputs of one linear (``add(x, attention_mask)``), or None when it needs no calibration data;
 - ``prepare(acc, **opts)``: that statistic in the form its pure function takes, computed once for all
   linears that read the same input (SparseGPT's factorisation of H);
-- ``prune(W, stat, ...)`` / ``prune_group([W, ...], stat, ...)``: prune one weight, or weights sharing one input.
+- ``prune(W, stat, ...)`` / ``prune_group([W, ...], stat, ...)``: prune one weight, or weights sharing one input;
+- optionally ``reconstruction_error(acc, W, W_pruned)``: the relative output error from the statistic alone.
 The pure math stays in plain functions (``sparsegpt_prune``, ``wanda_prune``, ``magnitude_prune``).
 """
 
@@ -50,6 +51,11 @@ class Pruner:
                     **opts) -> list[PruneResult]:
         """Prune weights that read the same input; one by one unless the method has a joint pass."""
         return [self.prune(W, stat, sparsity, n, m, **opts) for W in Ws]
+
+    def reconstruction_error(self, acc: Accumulator | None, W: Tensor, W_pruned: Tensor) -> float | None:
+        """Relative output error of W_pruned against W computed from the statistic alone, or None when the
+        statistic cannot tell it (the engine then measures it on a forward)."""
+        return None
 
     def require(self, stat: object) -> None:
         """CalmixError when this method needs a statistic and got none."""

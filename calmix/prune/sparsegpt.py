@@ -68,6 +68,16 @@ class HessianAccumulator:
         self._H.addmm_(x.t(), x, beta=beta, alpha=2 / self.ntokens)  # running mean: H·n/(n+t) + 2xxᵀ/(n+t)
 
 
+def hessian_error(H: Tensor, W: Tensor, W_pruned: Tensor) -> float:
+    """Relative reconstruction error tr(ΔW H ΔWᵀ) / tr(W H Wᵀ) with ΔW = W_pruned - W: for H = 2XᵀX/n it is
+    ||X ΔWᵀ||² / ||X Wᵀ||², the output error on the tokens H was accumulated from, without a forward."""
+    H = H.float()
+    W = W.to(H.device, torch.float32)
+    dW = W_pruned.to(H.device, torch.float32) - W
+    den = float(((W @ H) * W).sum())
+    return float(((dW @ H) * dW).sum()) / den if den > 0 else 0.0
+
+
 def _inverse_cholesky(H: Tensor, damp: float, max_tries: int) -> tuple[Tensor, float, int]:
     """Upper Cholesky factor of (H + damp·I)⁻¹, multiplying damp by 10 after each failure."""
     scale = H.diagonal().mean().item()
@@ -197,6 +207,9 @@ class SparseGPT(Pruner):
 
     def prepare(self, acc: HessianAccumulator, percdamp: float = 0.01, **_) -> HessianFactor:
         return hessian_factor(acc.H, percdamp)
+
+    def reconstruction_error(self, acc: HessianAccumulator | None, W: Tensor, W_pruned: Tensor) -> float | None:
+        return None if acc is None or acc.ntokens == 0 else hessian_error(acc.H, W, W_pruned)
 
     def prune(self, W: Tensor, stat: Tensor | HessianFactor | None, sparsity: float, n: int = 0, m: int = 0,
               **opts) -> PruneResult:

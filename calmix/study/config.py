@@ -49,7 +49,8 @@ class StudyConfig:
     patterns: list[str] = field(default_factory=lambda: ["unstructured"])
     blocksize: int = 128
     percdamp: float = 0.01
-    true_sequential: bool = True
+    dense_inputs: bool = False  # prune.dense_inputs (or the older prune.true_sequential = not dense_inputs)
+    sequential: str = "layer"  # prune.sequential: "layer" or "linear" (calmix.prune.engine.SEQUENTIAL)
     suite: str = "small-offline"
     limit: int | None = None
     tasks: list[str] | None = None
@@ -83,7 +84,7 @@ class StudyConfig:
                       "mixes": dict(self.mixes), "generated": dict(self.generated)},
             "prune": {"methods": list(self.methods), "sparsities": list(self.sparsities),
                       "patterns": list(self.patterns), "blocksize": self.blocksize, "percdamp": self.percdamp,
-                      "true_sequential": self.true_sequential},
+                      "dense_inputs": self.dense_inputs, "sequential": self.sequential},
             "eval": evald,
         }
 
@@ -93,7 +94,21 @@ class StudyConfig:
         d.pop("device")
         d.pop("name")
         d.pop("allow_unsafe_exec")  # where code may run changes no score
+        d.update(legacy_prune_key(d.pop("dense_inputs"), d.pop("sequential")))
         return digest(d, FINGERPRINT_LENGTH)
+
+
+# the sequential mode of every study hashed before the option existed: it stays out of their keys
+LEGACY_SEQUENTIAL = "layer"
+
+
+def legacy_prune_key(dense_inputs: bool, sequential: str) -> dict:
+    """How the two options enter fingerprints and cache keys: as the former `true_sequential` (its opposite),
+    and the sequential mode only where it is not the one every older key meant, so older keys keep meaning."""
+    key: dict[str, Any] = {"true_sequential": not dense_inputs}
+    if sequential != LEGACY_SEQUENTIAL:
+        key["sequential"] = sequential
+    return key
 
 
 def generated_kinds() -> tuple[str, ...]:
@@ -124,7 +139,8 @@ _SCHEMA: dict[str, dict[str, str]] = {
     "calib": {"nsamples": "nsamples", "seqlen": "seqlen", "sources": "sources", "mixes": "mixes",
               "generated": "generated"},
     "prune": {"methods": "methods", "sparsities": "sparsities", "patterns": "patterns", "blocksize": "blocksize",
-              "percdamp": "percdamp", "true_sequential": "true_sequential"},
+              "percdamp": "percdamp", "dense_inputs": "dense_inputs", "true_sequential": "dense_inputs",
+              "sequential": "sequential"},
     "eval": {"suite": "suite", "limit": "limit", "tasks": "tasks", "seed": "eval_seed",
              "allow_unsafe_exec": "allow_unsafe_exec"},
 }
@@ -187,6 +203,12 @@ def _labelled(key: str, v: Any) -> dict[str, str]:
             out[label] = _str(f"{key}.{label}", spec)
         return out
     raise _err(key, f"must be a list of calibration specs or a table label = spec, got {v!r}")
+
+
+def _sequential_modes() -> list[str]:
+    from calmix.prune.engine import SEQUENTIAL
+
+    return list(SEQUENTIAL)
 
 
 def _known_pruners() -> list[str]:
@@ -287,10 +309,21 @@ def parse_config(data: dict, where: str = "config") -> StudyConfig:
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v < 1:
             raise _err("prune.percdamp", f"must be a number in (0, 1), got {v!r}")
         cfg.percdamp = float(v)
-    if "true_sequential" in p:
-        if not isinstance(p["true_sequential"], bool):
-            raise _err("prune.true_sequential", f"must be true or false, got {p['true_sequential']!r}")
-        cfg.true_sequential = p["true_sequential"]
+    for key in ("dense_inputs", "true_sequential"):
+        if key in p and not isinstance(p[key], bool):
+            raise _err(f"prune.{key}", f"must be true or false, got {p[key]!r}")
+    if "true_sequential" in p:  # the older name: true means the pruned layer feeds the next one
+        if "dense_inputs" in p and p["dense_inputs"] == p["true_sequential"]:
+            raise _err("prune.true_sequential", "contradicts prune.dense_inputs (true_sequential = not "
+                                                "dense_inputs): keep only dense_inputs")
+        cfg.dense_inputs = not p["true_sequential"]
+    if "dense_inputs" in p:
+        cfg.dense_inputs = p["dense_inputs"]
+    if "sequential" in p:
+        modes = _sequential_modes()
+        if p["sequential"] not in modes:
+            raise _err("prune.sequential", f"must be one of {', '.join(modes)}, got {p['sequential']!r}")
+        cfg.sequential = p["sequential"]
     if "suite" in e:
         cfg.suite = _str("eval.suite", e["suite"])
     if "limit" in e:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from calmix.fingerprint import digest
-from calmix.study.config import StudyConfig
+from calmix.study.config import StudyConfig, legacy_prune_key
 
 KEY_LENGTH = 20  # hex characters of the keys of cells, calibration sets and dense evaluations
 
@@ -51,13 +51,21 @@ def dense_key(cfg: StudyConfig) -> str:
 def prune_params(cfg: StudyConfig, cell: Cell) -> dict:
     """Keyword arguments of PruneConfig for a cell."""
     return {"method": cell.pruner, "sparsity": cell.sparsity, "pattern": cell.pattern,
-            "blocksize": cfg.blocksize, "percdamp": cfg.percdamp, "true_sequential": cfg.true_sequential}
+            "blocksize": cfg.blocksize, "percdamp": cfg.percdamp, "dense_inputs": cfg.dense_inputs,
+            "sequential": cfg.sequential}
+
+
+def prune_key(cfg: StudyConfig, cell: Cell) -> dict:
+    """The pruning parameters as cache keys hold them (see legacy_prune_key)."""
+    params = prune_params(cfg, cell)
+    legacy = legacy_prune_key(params.pop("dense_inputs"), params.pop("sequential"))
+    return {**params, **legacy}
 
 
 def cell_key(cfg: StudyConfig, cell: Cell) -> str:
     """Key of a cell's result: its calibration set, pruning parameters and dense evaluation."""
     return digest({"strategy": cell.strategy, "calib": calib_key(cfg, cell.spec, cell.seed),
-                   "prune": prune_params(cfg, cell),
+                   "prune": prune_key(cfg, cell),
                    "dense": dense_key(cfg)}, KEY_LENGTH)
 
 

@@ -27,14 +27,16 @@ ARCHS = {
 }
 
 
+@pytest.mark.parametrize("sequential", ["layer", "linear"])
 @pytest.mark.parametrize("arch", sorted(ARCHS))
-def test_engine_prunes_architecture(arch):
+def test_engine_prunes_architecture(arch, sequential):
     torch.manual_seed(0)
     model = ARCHS[arch]().eval()
     model.config.use_cache = False
     calib = torch.randint(3, 128, (4, 24), generator=torch.Generator().manual_seed(0))
     before = model(calib).logits
-    report = prune_model(model, calib, PruneConfig("sparsegpt", 0.5, batch_size=2), progress=False)
+    report = prune_model(model, calib, PruneConfig("sparsegpt", 0.5, batch_size=2, sequential=sequential),
+                          progress=False)
     layers = decoder_layers(model)
     assert len(layers) == 2
     assert report.layers and all(abs(r.sparsity - 0.5) < 0.02 for r in report.layers)

@@ -32,6 +32,9 @@ def test_prune_writes_a_loadable_folder_with_a_record(tiny_dir, text_file, tmp_p
     assert rec["overall_sparsity"] == pytest.approx(0.6, abs=1e-3)
     assert len(rec["layers"]) == 14 and all("rel_error" in r for r in rec["layers"])
     assert {"load", "calibration", "prune", "save"} <= set(rec["timings_s"])
+    stages = {k: rec["engine_timings"][k] for k in ("capture", "statistics", "solve", "replay", "error")}
+    assert all(v > 0 for v in stages.values()) and sum(stages.values()) <= rec["engine_timings"]["total"]
+    assert rec["config"]["sequential"] == "layer" and rec["config"]["dense_inputs"] is False
     assert rec["peak_rss_mb"] > 0 and rec["versions"]["torch"]
     assert rec["calib"]["nsamples"] == 4 and rec["calib"]["seqlen"] == 32
     assert not list(tmp_path.glob(".pruned.*"))  # no temp folder left
@@ -42,10 +45,11 @@ def test_prune_writes_a_loadable_folder_with_a_record(tiny_dir, text_file, tmp_p
 def test_prune_nm_pattern_and_stdlib_calibration(tiny_dir, tmp_path, capsys):
     out = tmp_path / "nm"
     rc = main(["prune", "--model", str(tiny_dir), "--method", "wanda", "--pattern", "2:4", "--calib", "stdlib",
-               "--nsamples", "2", "--seqlen", "32", "--out", str(out)])
+               "--nsamples", "2", "--seqlen", "32", "--sequential", "linear", "--out", str(out)])
     assert rc == 0, capsys.readouterr().err
     rec = json.loads((out / "calmix.json").read_text())
     assert rec["overall_sparsity"] == pytest.approx(0.5)
+    assert rec["config"]["sequential"] == "linear" and all(r["rel_error"] > 0 for r in rec["layers"])
 
 
 def test_same_seed_same_saved_weights(tiny_dir, text_file, tmp_path):

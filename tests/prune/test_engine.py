@@ -85,13 +85,13 @@ def test_first_layer_matches_a_direct_sparsegpt_call():
     torch.testing.assert_close(layer0.self_attn.q_proj.weight.detach(), expected, rtol=1e-4, atol=1e-5)
 
 
-def test_true_sequential_switch_changes_later_layers_only():
-    def run(true_seq):
+def test_dense_inputs_switch_changes_later_layers_only():
+    def run(dense_inputs):
         model = tiny_llama(vocab_size=VOCAB, seed=5)
-        prune_model(model, _calib(seed=3), PruneConfig("sparsegpt", 0.6, true_sequential=true_seq), progress=False)
+        prune_model(model, _calib(seed=3), PruneConfig("sparsegpt", 0.6, dense_inputs=dense_inputs), progress=False)
         return [layer.mlp.down_proj.weight.detach().clone() for layer in decoder_layers(model)]
 
-    seq, dense = run(True), run(False)
+    seq, dense = run(False), run(True)
     assert torch.equal(seq[0], dense[0])
     assert not torch.equal(seq[1], dense[1])
 
@@ -160,7 +160,8 @@ def test_linears_reading_one_input_form_one_group():
     assert groups_by_input({}, lambda: pytest.fail("no probe without linears")) == []
 
 
-def test_the_engine_takes_any_registered_pruners_statistic():
+@pytest.mark.parametrize("sequential", ["layer", "linear"])
+def test_the_engine_takes_any_registered_pruners_statistic(sequential):
     """A pruner registered from outside: the engine builds one accumulator per input group, feeds it every
     non-padding token of every batch, reads it once per group and prunes the group with it."""
     from calmix.calib.calibset import CalibSet
@@ -200,7 +201,8 @@ def test_the_engine_takes_any_registered_pruners_statistic():
     try:
         model = tiny_llama(vocab_size=VOCAB, seed=2)
         report = prune_model(model, CalibSet(calib, mask), PruneConfig("counting", 0.5, batch_size=2,
-                                                                       blocksize=32, percdamp=0.2), progress=False)
+                                                                       blocksize=32, percdamp=0.2,
+                                                                       sequential=sequential), progress=False)
     finally:
         PRUNERS.remove("counting")
     ntokens = int(mask.sum())

@@ -72,6 +72,8 @@ def test_round_trip_through_toml_dict(grid_config):
     ("prune", "methods", ["obs"], "prune.methods"),
     ("prune", "percdamp", 0, "prune.percdamp"),
     ("prune", "true_sequential", "yes", "prune.true_sequential"),
+    ("prune", "dense_inputs", 1, "prune.dense_inputs"),
+    ("prune", "sequential", "group", "prune.sequential"),
     ("eval", "limit", -1, "eval.limit"),
     ("eval", "tasks", [], "eval.tasks"),
     ("eval", "tasks", ["no_such_task"], "eval.tasks"),
@@ -130,3 +132,17 @@ def test_dtype_auto_is_the_default_and_names_the_checkpoint_dtype(grid_config, t
         "float32"
     # a model that cannot be found keeps 'auto' (loading it later says why)
     assert parse_config(_with(grid_config, "study", "model", str(tmp_path / "nope"))).dtype == "auto"
+
+
+def test_true_sequential_is_the_older_name_of_not_dense_inputs(grid_config):
+    base = parse_config(grid_config)
+    older = parse_config(_with(grid_config, "prune", "true_sequential", False))
+    newer = parse_config(_with(grid_config, "prune", "dense_inputs", True))
+    assert not base.dense_inputs and older.dense_inputs and newer.dense_inputs
+    assert older.fingerprint() == newer.fingerprint() != base.fingerprint()
+    assert parse_config(_with(grid_config, "prune", "true_sequential", True)).fingerprint() == base.fingerprint()
+    with pytest.raises(CalmixError, match="contradicts"):
+        parse_config(_with(_with(grid_config, "prune", "true_sequential", True), "prune", "dense_inputs", True))
+    linear = parse_config(_with(grid_config, "prune", "sequential", "linear"))
+    assert linear.sequential == "linear" and linear.fingerprint() != base.fingerprint()
+    assert parse_config(linear.to_toml_dict()) == linear
