@@ -100,7 +100,8 @@ def _card(args, cfg, report, dtype: str, result: dict):
                      calib=result["calib"], command=command_line("calmix prune", args),
                      calmix_version=calmix.__version__, ppl=ppl, masks_file=MASKS_FILE if args.save_masks else None,
                      options={"blocksize": cfg.blocksize, "percdamp": cfg.percdamp,
-                              "layer inputs": "pruned (sequential)" if cfg.true_sequential else "dense"})
+                              "layer inputs": "dense" if cfg.dense_inputs else "pruned (sequential)",
+                              "statistics": f"sequential by {cfg.sequential}"})
 
 
 def cmd_prune(args) -> int:
