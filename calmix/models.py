@@ -17,6 +17,7 @@ from calmix.devices import check_device, check_dtype
 from calmix.errors import CalmixError
 from calmix.fingerprint import file_stamp
 from calmix.paths import cache_dir
+from calmix.placement import check_fits, config_bytes, parse_memory
 from calmix.registry import Registry
 from calmix.runrecord import atomic_dir
 
@@ -190,15 +191,21 @@ def resolve_model_path(spec: str) -> str:
     return spec  # a hub id
 
 
-def load_model(spec: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = AUTO):
+def load_model(spec: str, device: str | torch.device = "cpu", dtype: str | torch.dtype = AUTO,
+               home: str | torch.device | None = None, max_memory: int | str | None = None):
     """Load (model, tokenizer) from a local folder, a hub id, a .gguf file or a BUILTIN_MODELS name.
 
-    dtype 'auto' (the default) is the checkpoint's own dtype (checkpoint_dtype); the device and the dtype are
-    checked before any weight is read."""
+    `device` is where the model computes, `home` where its weights live (None: on `device`; 'cpu' for pruning and
+    the study, whose layers stream to `device`, and for calmix.placement.on_device). The weights are read memory-
+    mapped from safetensors. dtype 'auto' (the default) is the checkpoint's own dtype (checkpoint_dtype); the
+    device, the dtype and whether the weights fit this machine (CPU memory plus `max_memory` or the free memory
+    of `device`) are checked before any weight is read."""
     from transformers import AutoConfig, AutoModelForCausalLM
 
     check_dtype_name(dtype)
     check_device(device)
+    if home is not None:
+        check_device(home)
     path = resolve_model_path(spec)
     torch_dtype = resolve_dtype(dtype, spec)
     check_dtype(device, torch_dtype)
@@ -214,13 +221,16 @@ def load_model(spec: str, device: str | torch.device = "cpu", dtype: str | torch
     if getattr(config, "is_encoder_decoder", False) or (arch and "CausalLM" not in arch and "LMHead" not in arch):
         raise CalmixError(f"model '{spec}' ({arch or config.model_type}) is not a causal decoder: calmix prunes "
                           f"decoder-only causal LMs (LLaMA, Qwen, Mistral, Gemma, OPT, ...)")
+    need = config_bytes(config, torch_dtype)
+    if need is not None:
+        check_fits(need, device, str(spec), max_memory=parse_memory(max_memory))
     try:
         model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
     except ValueError as err:
         raise CalmixError(f"model '{spec}' cannot be loaded as a causal LM: {str(err).splitlines()[0]}") from None
     tokenizer = load_tokenizer(path)
     model.eval()
-    model.to(device)
+    model.to(device if home is None else home)
     model.config.use_cache = False
     model.calmix_spec = str(spec)
     model.calmix_path = path

@@ -16,8 +16,8 @@ ROOT = Path(__file__).resolve().parent.parent / "calmix"
 # three steps of rank 2 (calibrate, prune, evaluate) never import each other.
 LAYERS: dict[str, int] = {
     "calmix": 0, "calmix.errors": 0, "calmix.paths": 0, "calmix.registry": 0, "calmix.fingerprint": 0,
-    "calmix.runrecord": 0, "calmix.devices": 0,
-    "calmix.data": 1, "calmix.models": 1, "calmix.lm": 1, "calmix.publish": 1,
+    "calmix.runrecord": 0, "calmix.devices": 0, "calmix.batching": 0,
+    "calmix.data": 1, "calmix.models": 1, "calmix.lm": 1, "calmix.publish": 1, "calmix.placement": 1,
     "calmix.calib": 2, "calmix.prune": 2, "calmix.evals": 2,
     "calmix.study": 3,
     "calmix.commands": 4,

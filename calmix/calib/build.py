@@ -58,8 +58,9 @@ def tokenizer_info(tokenizer) -> dict:
 def model_info(model) -> dict:
     """Identity of a model for cache keys of generated sets: name, parameter count, digest of a few weights."""
     params = list(model.parameters())
+    # a weight offloaded by an accelerate device map is a meta tensor while the model runs: not read
     sample = (p.detach().float().cpu().flatten()[:4096].numpy().tobytes()
-              for p in (params[0], params[len(params) // 2], params[-1]))
+              for p in (params[0], params[len(params) // 2], params[-1]) if not p.is_meta)
     name = getattr(getattr(model, "config", None), "_name_or_path", "") or type(model).__name__
     return {"name": name, "params": sum(p.numel() for p in params), "digest": fingerprint.digest_bytes(sample, 16)}
 

@@ -60,12 +60,22 @@ def _check_out(out: str, suffixes: tuple[str, ...]) -> Path:
 
 
 def _load(args, need_model: bool):
-    """(model or None, tokenizer) for the --model spec."""
+    """(model or None, tokenizer) for the --model spec; the model's home is the CPU (see _placed)."""
     from calmix.models import load_model, load_tokenizer
 
     if need_model:
-        return load_model(args.model, device=args.device, dtype=args.dtype)
+        return load_model(args.model, device=args.device, dtype=args.dtype, home="cpu",
+                          max_memory=args.max_gpu_memory)
     return None, load_tokenizer(args.model)
+
+
+def _placed(args, model):
+    """The model on --device for the block (offloaded where too large); nothing to do without a model."""
+    import contextlib
+
+    from calmix.placement import on_device
+
+    return on_device(model, args.device, args.max_gpu_memory) if model is not None else contextlib.nullcontext()
 
 
 def _positive(args) -> None:
@@ -108,8 +118,9 @@ def _build(args):
     _positive(args)
     parsed = parse_spec(args.spec)
     model, tok = _load(args, parsed.needs_model)
-    calib = build_calib(parsed, tok, args.nsamples, args.seqlen, seed=args.seed, model=model,
-                        device=args.device, use_cache=not args.no_cache)
+    with _placed(args, model):
+        calib = build_calib(parsed, tok, args.nsamples, args.seqlen, seed=args.seed, model=model,
+                            device=args.device, use_cache=not args.no_cache)
     return parsed, model, tok, calib
 
 
@@ -147,10 +158,12 @@ def cmd_metrics(args) -> int:
         from calmix.calib import build_calib, parse_spec
 
         parsed = parse_spec(args.spec)
-        model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
-        calib = build_calib(parsed, tok, args.nsamples, args.seqlen, seed=args.seed, model=model,
-                            device=args.device, use_cache=not args.no_cache)
-    with timer("metrics"):
+        model, tok = load_model(args.model, device=args.device, dtype=args.dtype, home="cpu",
+                                max_memory=args.max_gpu_memory)
+        with _placed(args, model):
+            calib = build_calib(parsed, tok, args.nsamples, args.seqlen, seed=args.seed, model=model,
+                                device=args.device, use_cache=not args.no_cache)
+    with timer("metrics"), _placed(args, model):
         result = set_metrics(calib, model=model, tokenizer=tok, device=args.device, batch_size=args.batch_size)
     print(f"metrics of {parsed.canonical} ({calib.nsamples} x {calib.seqlen}):")
     print(format_metrics(result))

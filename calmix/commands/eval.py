@@ -118,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from calmix.evals.retention import check_settings, retention
     from calmix.evals.suites import default_suite, get_suite, suite_tasks
     from calmix.models import dtype_name, load_model
+    from calmix.placement import on_device
     from calmix.runrecord import Timer, args_dict, run_record, write_json_atomic
 
     check_model_args(args)
@@ -145,12 +146,13 @@ def run(args: argparse.Namespace) -> int:
 
     timer = Timer()
     with timer("load"):
-        model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype)
+        model, tokenizer = load_model(args.model, device=args.device, dtype=args.dtype, home="cpu",
+                                      max_memory=args.max_gpu_memory)
     dtype = dtype_name(next(model.parameters()).dtype)  # the dense model is scored in the same dtype
     suite = args.suite or default_suite(model)
     if args.engine == "calmix" and not (tasks or args.suite):
         _sandbox_check(suite, tasks, args.allow_unsafe_exec)
-    with timer("eval"):
+    with timer("eval"), on_device(model, args.device, args.max_gpu_memory):
         scores = _score(args.engine, model, tokenizer, args, suite, tasks)
     if args.dense and dense is None:
         del model
@@ -160,8 +162,10 @@ def run(args: argparse.Namespace) -> int:
                                      device=args.device, batch_size=args.batch_size, cache=not args.no_cache,
                                      dtype=dtype, allow_unsafe_exec=args.allow_unsafe_exec)
             else:
-                dmodel, dtok = load_model(args.dense, device=args.device, dtype=dtype)
-                dense = _score(args.engine, dmodel, dtok, args, suite, tasks)
+                dmodel, dtok = load_model(args.dense, device=args.device, dtype=dtype, home="cpu",
+                                          max_memory=args.max_gpu_memory)
+                with on_device(dmodel, args.device, args.max_gpu_memory):
+                    dense = _score(args.engine, dmodel, dtok, args, suite, tasks)
     ret = retention(scores, dense) if dense is not None else None
     config = args_dict(args) | {"suite": suite}
     payload = {"model": args.model, "suite": suite, "engine": args.engine, "scores": scores.to_dict(),

@@ -64,10 +64,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _calib_set(args, tokenizer, model):
-    from calmix.calib import build_calib
+    """The calibration set; a generated one is sampled with the model on the device (offloaded if too large)."""
+    import contextlib
 
-    return build_calib(args.calib, tokenizer, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
-                       model=model, device=args.device)
+    from calmix.calib import build_calib, parse_spec
+    from calmix.placement import on_device
+
+    parsed = parse_spec(args.calib)
+    with on_device(model, args.device, args.max_gpu_memory) if parsed.needs_model else contextlib.nullcontext():
+        return build_calib(parsed, tokenizer, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
+                           model=model, device=args.device)
+
+
+def _ppl(args, model, tok) -> dict:
+    """WikiText-2 perplexity with the model on the device (offloaded if too large)."""
+    from calmix.evals.ppl import dataset_perplexity
+    from calmix.placement import on_device
+
+    with on_device(model, args.device, args.max_gpu_memory):
+        return dataset_perplexity(model, tok, "wikitext2", seqlen=min(args.seqlen, 2048), device=args.device,
+                                  max_windows=args.ppl_windows)
 
 
 def command_line(prog: str, args: argparse.Namespace) -> str:
@@ -105,6 +121,9 @@ def _card(args, cfg, report, dtype: str, result: dict):
 
 
 def cmd_prune(args) -> int:
+    from dataclasses import replace
+
+    from calmix.batching import memory_batch
     from calmix.models import dtype_name, load_model
     from calmix.prune import PRUNERS
     from calmix.prune.engine import PruneConfig, prune_model, validate_config
@@ -126,24 +145,22 @@ def cmd_prune(args) -> int:
     n, m = cfg.nm()
     validate_pattern(cfg.sparsity, n, m, m or 1)
     timer = Timer()
-    with timer("load"):
-        model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
+    with timer("load"):  # home: CPU memory; layers stream to the device one at a time
+        model, tok = load_model(args.model, device=args.device, dtype=args.dtype, home="cpu",
+                                max_memory=args.max_gpu_memory)
     validate_config(model, cfg)
+    cfg = replace(cfg, batch_size=memory_batch(model, cfg.batch_size, args.seqlen, args.device, logit_positions=0))
     with timer("calibration"):
         calib = _calib_set(args, tok, model)
     result: dict = {}
     if args.ppl:
-        from calmix.evals.ppl import dataset_perplexity
-
         with timer("ppl_dense"):
-            result["ppl_dense"] = dataset_perplexity(model, tok, "wikitext2", seqlen=min(args.seqlen, 2048),
-                                                     device=args.device, max_windows=args.ppl_windows)
+            result["ppl_dense"] = _ppl(args, model, tok)
     with timer("prune"):
         report = prune_model(model, calib, cfg, device=args.device)
     if args.ppl:
         with timer("ppl_pruned"):
-            result["ppl_pruned"] = dataset_perplexity(model, tok, "wikitext2", seqlen=min(args.seqlen, 2048),
-                                                      device=args.device, max_windows=args.ppl_windows)
+            result["ppl_pruned"] = _ppl(args, model, tok)
     dtype = dtype_name(next(model.parameters()).dtype)
     calib_card = {k: v for k, v in calib.card.items() if k not in ("texts", "generations")}
     calib_info = {"spec": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": args.seed,
@@ -174,6 +191,7 @@ def cmd_prune(args) -> int:
 def cmd_ppl(args) -> int:
     from calmix.evals.ppl import dataset_perplexity
     from calmix.models import load_model
+    from calmix.placement import on_device
     from calmix.runrecord import Timer, args_dict, run_record, write_json_atomic
 
     if args.seqlen < 2:
@@ -181,8 +199,9 @@ def cmd_ppl(args) -> int:
     check_model_args(args)
     timer = Timer()
     with timer("load"):
-        model, tok = load_model(args.model, device=args.device, dtype=args.dtype)
-    with timer("ppl"):
+        model, tok = load_model(args.model, device=args.device, dtype=args.dtype, home="cpu",
+                                max_memory=args.max_gpu_memory)
+    with timer("ppl"), on_device(model, args.device, args.max_gpu_memory):
         res = dataset_perplexity(model, tok, args.data, seqlen=args.seqlen, device=args.device,
                                  max_windows=args.max_windows)
     print(f"perplexity {res['ppl']:.3f} on {res['data']} ({res['windows']} windows x {res['seqlen']} tokens)")

@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from calmix.batching import halving
 from calmix.errors import CalmixError
 from calmix.evals import scorers
 from calmix.evals.itemscores import item_table
@@ -165,6 +166,17 @@ def sandbox_protections(suite: str | None, tasks: list[str] | None = None,
     return exec_protections(allow_unsafe_exec)
 
 
+def run_task(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dict:
+    """The task's runner; on out-of-memory run again with half the batch sizes (calmix.batching.halving)."""
+    full = ctx["batch_size"]
+
+    def run(rows: int) -> dict:
+        gen = max(1, ctx["gen_batch_size"] * rows // full)  # both shrink by the same factor
+        return RUNNERS[task.kind](task, model, tokenizer, items, {**ctx, "batch_size": rows, "gen_batch_size": gen})
+
+    return halving(run, ctx["batch_size"], f"task {task.name}")
+
+
 def evaluate(model, tokenizer, suite: str = "small", tasks: list[str] | None = None, limit: int | None = None,
              seed: int = 0, device: str = "cpu", batch_size: int = 16, progress: bool = True,
              gen_batch_size: int = 8, allow_unsafe_exec: bool = False) -> EvalResult:
@@ -185,7 +197,7 @@ def evaluate(model, tokenizer, suite: str = "small", tasks: list[str] | None = N
         entry: dict[str, Any] = {"dimension": task.dimension, "kind": task.kind}
         try:
             _, items = build_items(task, limit=limit, seed=seed)
-            entry.update(RUNNERS[task.kind](task, model, tokenizer, items, ctx))
+            entry.update(run_task(task, model, tokenizer, items, ctx))
         except (CalmixError, RuntimeError, ValueError, KeyError, OSError, ImportError) as err:
             log.warning("task %s failed: %s", name, err)
             entry.update({"score": None, "metric": task.metric, "metrics": {}, "n": 0, "failures": [],
@@ -261,12 +273,15 @@ def dense_scores(model_spec: str, model=None, tokenizer=None, suite: str = "smal
             return result
         except (ValueError, KeyError) as err:
             log.warning("ignoring unreadable dense cache %s: %s", path, err)
+    from calmix.placement import on_device
+
     if model is None:
         from calmix.models import load_model
 
-        model, tokenizer = load_model(model_spec, device=device, dtype=dtype)
-    result = evaluate(model, tokenizer, suite=suite, tasks=tasks, limit=limit, seed=seed, device=device,
-                      batch_size=batch_size, progress=progress, allow_unsafe_exec=allow_unsafe_exec)
+        model, tokenizer = load_model(model_spec, device=device, dtype=dtype, home="cpu")
+    with on_device(model, device):  # whole where it fits the device, else offloaded to CPU memory
+        result = evaluate(model, tokenizer, suite=suite, tasks=tasks, limit=limit, seed=seed, device=device,
+                          batch_size=batch_size, progress=progress, allow_unsafe_exec=allow_unsafe_exec)
     if cache and not result.failed():
         write_json_atomic(path, {"model": str(model_spec), "key": key, "result": result.to_dict()})
     result.config["cache_path"] = str(path)

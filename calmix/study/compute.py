@@ -1,11 +1,12 @@
 """The study's three units of work (calibrate, evaluate dense, prune + evaluate a cell) and how they reach the store.
 
-They run in the runner's process (local backend) or in Ray workers; each process loads its dense model once.
+They run in the runner's process (local backend) or in Ray workers. Each process loads its dense model once,
+with its home in CPU memory, and keeps one dense copy of its weights there: a cell prunes the model in place
+(its layers streamed to the device one at a time), is evaluated on the device, and gets the dense weights back.
 """
 
 from __future__ import annotations
 
-import copy
 import functools
 import time
 from dataclasses import asdict
@@ -21,17 +22,33 @@ SHAPE_KEYS = ("nsamples", "seqlen", "vocab_size")
 
 
 @functools.lru_cache(maxsize=1)
-def _load_dense(model: str, dtype: str, device: str) -> tuple[Any, Any]:
+def _load_dense(model: str, dtype: str, device: str) -> tuple[Any, Any, dict]:
     from calmix.models import load_model
 
-    loaded = load_model(model, device=device, dtype=dtype)
-    loaded[0].eval()
-    return loaded
+    loaded, tok = load_model(model, device=device, dtype=dtype, home="cpu")
+    loaded.eval()
+    return loaded, tok, dense_weights(loaded)
 
 
 def dense_model(cfg: StudyConfig, device: str) -> tuple[Any, Any]:
-    """The dense model and tokenizer of a study, loaded once per process (only the latest one is kept)."""
-    return _load_dense(cfg.model, cfg.dtype, str(device))
+    """The dense model and tokenizer of a study, loaded once per process (only the latest one is kept); its home
+    is CPU memory (calmix.placement.on_device puts it on the device to run it)."""
+    model, tok, _ = _load_dense(cfg.model, cfg.dtype, str(device))
+    return model, tok
+
+
+def dense_weights(model: Any) -> dict[str, Any]:
+    """A CPU copy of every parameter of the model, by name: the dense weights each cell starts from."""
+    return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters()}
+
+
+def restore_weights(model: Any, weights: dict[str, Any]) -> None:
+    """Copy `weights` (from dense_weights) back into the model's parameters, in place."""
+    import torch
+
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            p.copy_(weights[name])
 
 
 def compute_calib(cfg: StudyConfig, spec: str, seed: int, device: str) -> dict:
@@ -40,9 +57,12 @@ def compute_calib(cfg: StudyConfig, spec: str, seed: int, device: str) -> dict:
     from calmix.calib.metrics import set_metrics
 
     t0, c0 = time.perf_counter(), time.process_time()
+    from calmix.placement import on_device
+
     model, tok = dense_model(cfg, device)
-    calib = build_calib(spec, tok, cfg.nsamples, cfg.seqlen, seed=seed, model=model, device=device)
-    met = set_metrics(calib, model=model, tokenizer=tok, device=device)
+    with on_device(model, device):
+        calib = build_calib(spec, tok, cfg.nsamples, cfg.seqlen, seed=seed, model=model, device=device)
+        met = set_metrics(calib, model=model, tokenizer=tok, device=device)
     metrics = {k: v for k, v in met["set"].items() if k not in SHAPE_KEYS}
     card = {**calib.card, "study_build": {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}}
     return {"data": calib.to_bytes(), "card": card, "metrics": metrics, "seconds": time.perf_counter() - t0}
@@ -51,38 +71,44 @@ def compute_calib(cfg: StudyConfig, spec: str, seed: int, device: str) -> dict:
 def compute_dense(cfg: StudyConfig, device: str) -> dict:
     """Evaluate the dense model once (the denominator of every retention)."""
     from calmix.evals import evaluate
+    from calmix.placement import on_device
 
     t0 = time.perf_counter()
     model, tok = dense_model(cfg, device)
-    res = evaluate(model, tok, suite=cfg.suite, tasks=cfg.tasks, limit=cfg.limit, seed=cfg.eval_seed, device=device,
-                   progress=False, allow_unsafe_exec=cfg.allow_unsafe_exec)
+    with on_device(model, device):
+        res = evaluate(model, tok, suite=cfg.suite, tasks=cfg.tasks, limit=cfg.limit, seed=cfg.eval_seed,
+                       device=device, progress=False, allow_unsafe_exec=cfg.allow_unsafe_exec)
     check_tasks(res, "dense evaluation")
     return {"result": res.to_dict(), "seconds": time.perf_counter() - t0}
 
 
 def compute_cell(cfg: StudyConfig, cell: Cell, calib_data: bytes, calib_metrics: dict, dense: dict,
                  device: str) -> dict:
-    """Prune a copy of the dense model with the cell's calibration set, evaluate it, compare to dense."""
+    """Prune the dense model in place with the cell's calibration set (its layers streamed to the device), evaluate
+    it on the device, compare to dense; the dense weights are restored afterwards, whatever happened."""
     from calmix.calib.calibset import CalibSet
     from calmix.evals import evaluate
     from calmix.evals.retention import retention
+    from calmix.placement import on_device
     from calmix.prune.engine import PruneConfig, prune_model
 
     times: dict[str, float] = {}
-    model, tok = dense_model(cfg, device)
-    t0, c0 = time.perf_counter(), time.process_time()
-    work = copy.deepcopy(model)
-    calib = CalibSet.from_bytes(calib_data)
-    report = prune_model(work, calib, PruneConfig(**prune_params(cfg, cell)), device=device, progress=False)
-    times["prune"] = time.perf_counter() - t0
-    times["prune_cpu"] = time.process_time() - c0
-    t0, c0 = time.perf_counter(), time.process_time()
-    res = evaluate(work, tok, suite=cfg.suite, tasks=cfg.tasks, limit=cfg.limit, seed=cfg.eval_seed, device=device,
-                   progress=False, allow_unsafe_exec=cfg.allow_unsafe_exec)
-    times["eval"] = time.perf_counter() - t0
-    times["eval_cpu"] = time.process_time() - c0
+    work, tok, weights = _load_dense(cfg.model, cfg.dtype, str(device))
+    try:
+        t0, c0 = time.perf_counter(), time.process_time()
+        calib = CalibSet.from_bytes(calib_data)
+        report = prune_model(work, calib, PruneConfig(**prune_params(cfg, cell)), device=device, progress=False)
+        times["prune"] = time.perf_counter() - t0
+        times["prune_cpu"] = time.process_time() - c0
+        t0, c0 = time.perf_counter(), time.process_time()
+        with on_device(work, device):
+            res = evaluate(work, tok, suite=cfg.suite, tasks=cfg.tasks, limit=cfg.limit, seed=cfg.eval_seed,
+                           device=device, progress=False, allow_unsafe_exec=cfg.allow_unsafe_exec)
+        times["eval"] = time.perf_counter() - t0
+        times["eval_cpu"] = time.process_time() - c0
+    finally:
+        restore_weights(work, weights)
     check_tasks(res, "evaluation of the pruned model")
-    del work
     errs = [r.rel_error for r in report.layers if r.rel_error is not None]
     prune = {"sparsity": report.sparsity, "timings": dict(report.timings), "config": asdict(report.config),
              "linears": len(report.layers), "mean_rel_error": sum(errs) / len(errs) if errs else None}

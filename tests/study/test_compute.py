@@ -32,9 +32,9 @@ def test_dense_model_is_loaded_once_per_process(tiny_dir, monkeypatch):
     calls = []
     real = calmix.models.load_model
 
-    def counting(spec, device="cpu", dtype="float32"):
+    def counting(spec, device="cpu", dtype="float32", **kw):
         calls.append((spec, str(device), dtype))
-        return real(spec, device=device, dtype=dtype)
+        return real(spec, device=device, dtype=dtype, **kw)
 
     monkeypatch.setattr(calmix.models, "load_model", counting)
     compute._load_dense.cache_clear()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from calmix.batching import batched
 from calmix.calib.calibset import CalibSet
 from calmix.calib.generated.common import (GENERATORS, decode, join_eos, model_name, no_tokens_error, seconds_card,
                                            subseed)
@@ -225,7 +226,8 @@ def igsp_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device
         raise no_tokens_error("igsp")
 
     # 2. score every candidate
-    ppl = sequence_perplexities(model, cands, batch_size=p.batch_size, device=device)
+    ppl = batched(lambda rows: sequence_perplexities(model, cands, batch_size=rows, device=device), model,
+                  p.batch_size, max(map(len, cands)), device, "igsp perplexity")
     texts = [decode(tokenizer, c) for c in cands]
     vocab = len(tokenizer)
     scores = [sample_metrics(c, vocab, t) for c, t in zip(cands, texts)]

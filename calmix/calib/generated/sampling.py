@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from calmix.batching import halving, memory_batch
 from calmix.errors import CalmixError
 from calmix.lm import eos_tokens, pad_rows, pad_token, positions
 
@@ -90,6 +91,8 @@ def generate(model, tokenizer, prompts_ids: Sequence[Sequence[int]], max_new_tok
 
     `temperature` is a float or a schedule step -> temperature (step 0 = first new token); a temperature <= 0
     means greedy. `first_token_ids` restricts the first new token. Same seed and batch_size -> same output.
+    The batch is smaller where batch_size rows (their KV cache and activations) do not fit the free memory of the
+    device, and halved on out-of-memory (calmix.batching): the output is then that of the smaller batch size.
     """
     if max_new_tokens < 1:
         raise CalmixError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
@@ -97,6 +100,21 @@ def generate(model, tokenizer, prompts_ids: Sequence[Sequence[int]], max_new_tok
         raise CalmixError(f"batch_size must be >= 1, got {batch_size}")
     if any(len(p) == 0 for p in prompts_ids):
         raise CalmixError("every generation prompt needs at least one token (use the BOS token for an empty prompt)")
+    longest = max((len(p) for p in prompts_ids), default=1) + max_new_tokens
+    size = memory_batch(model, batch_size, longest, device, cache=True, logit_positions=1)
+
+    def run(rows: int) -> list[list[int]]:
+        return _sample(model, tokenizer, prompts_ids, max_new_tokens, seed, temperature, top_p, top_k,
+                       repetition_penalty, rows, device, first_token_ids, eos_ids, desc)
+
+    return halving(run, size, desc)
+
+
+def _sample(model, tokenizer, prompts_ids: Sequence[Sequence[int]], max_new_tokens: int, seed: int,
+            temperature: float | Callable[[int], float], top_p: float, top_k: int, repetition_penalty: float,
+            batch_size: int, device: str | torch.device, first_token_ids: Sequence[int] | None,
+            eos_ids: set[int] | None, desc: str) -> list[list[int]]:
+    """generate's sampling in batches of batch_size rows, from the seed."""
     schedule = temperature if callable(temperature) else (lambda _step, t=float(temperature): t)
     eos = eos_ids if eos_ids is not None else eos_tokens(model, tokenizer)
     pad_id = pad_token(tokenizer, min(eos) if eos else 0)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from calmix.batching import batched
 from calmix.calib.calibset import CalibSet
 from calmix.calib.generated.common import GENERATORS, decode, join_eos, model_name, no_tokens_error, seconds_card
 from calmix.calib.generated.params import check_fraction, check_positive, parse_generator_params
@@ -116,7 +117,8 @@ def sgs_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device:
     if not any(new):
         raise no_tokens_error("sgs")
     seqs = [pre + g for pre, g in zip(prefixes, new)]
-    ppl = sequence_perplexities(model, seqs, batch_size=p.batch_size, device=device)
+    ppl = batched(lambda rows: sequence_perplexities(model, seqs, batch_size=rows, device=device), model,
+                  p.batch_size, max(map(len, seqs)), device, "sgs perplexity")
     ndrop = int(p.drop * len(seqs))
     by_ppl = sorted(range(len(seqs)), key=lambda i: (-ppl[i], i))
     dropped = set(by_ppl[:ndrop])
