@@ -53,3 +53,17 @@ def test_error_line_is_one_bounded_line():
     assert compute.error_line(ValueError("bad thing\nmore detail")) == "ValueError: bad thing"
     assert compute.error_line(RuntimeError()) == "RuntimeError: "
     assert len(compute.error_line(ValueError("x" * 1000))) == 500
+
+
+def test_a_cell_gets_the_dense_weights_back_from_the_cpu_copy():
+    from calmix.models import tiny_llama
+    from calmix.prune import PruneConfig, prune_model
+
+    model = tiny_llama(seed=2)
+    original = {n: p.detach().clone() for n, p in model.named_parameters()}
+    weights = compute.dense_weights(model)
+    prune_model(model, torch.randint(3, 256, (2, 16)), PruneConfig(sparsity=0.5), progress=False)
+    assert any(not torch.equal(p, original[n]) for n, p in model.named_parameters())
+    params = dict(model.named_parameters())
+    compute.restore_weights(model, weights)
+    assert all(torch.equal(p, original[n]) and p is params[n] for n, p in model.named_parameters())
