@@ -146,7 +146,9 @@ def run_lm_eval(model, tokenizer, tasks: list[str], limit: int | None, device: s
         from lm_eval.tasks import TaskManager
     except ImportError as err:
         raise CalmixError(f"lm-eval cannot be imported ({err}): pip install 'calmix[lm-eval]'") from None
-    model = model.to(device).eval()
+    if getattr(model, "hf_device_map", None) is None:  # a model spread by accelerate stays where it was put
+        model = model.to(device)
+    model = model.eval()
     local = [t for t in tasks if t in LOCAL_TASKS]
     logging.getLogger("lm_eval").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory(prefix="calmix-lmeval-") as tmp:
