@@ -29,6 +29,13 @@ def _run(args: argparse.Namespace) -> int:
         from calmix.devices import check_device
 
         check_device(args.device or cfg.device)
+    if args.max_gpu_memory is not None:
+        import dataclasses
+
+        from calmix.placement import parse_memory
+
+        parse_memory(args.max_gpu_memory)
+        cfg = dataclasses.replace(cfg, max_gpu_memory=args.max_gpu_memory)
     options = args_dict(args)
     kw = {name: options[name] for name in BACKENDS.get(args.backend).options}
     summary = run_study(cfg, text, out, backend=args.backend, force=args.force, device=args.device,
@@ -78,6 +85,8 @@ def register(subparsers) -> None:
     r.add_argument("--out", required=True, help="study folder (holds study.toml, study.db, report)")
     r.add_argument("--backend", choices=BACKENDS.names(), default="local", help="where cells run (default local)")
     r.add_argument("--device", default=None, help="override the config's device (cpu, cuda, ...)")
+    r.add_argument("--max-gpu-memory", default=None, metavar="SIZE",
+                   help="device memory evaluation may use, e.g. 20GiB (default: what is free); the rest is offloaded")
     r.add_argument("--force", action="store_true", help="switch a folder holding a different study to this config")
     r.add_argument("--report", action="store_true", help="write the report when the run ends")
     r.add_argument("--num-cpus", type=int, default=None, help="ray backend: CPUs of the local Ray instance")

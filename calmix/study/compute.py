@@ -60,7 +60,7 @@ def compute_calib(cfg: StudyConfig, spec: str, seed: int, device: str) -> dict:
     from calmix.placement import on_device
 
     model, tok = dense_model(cfg, device)
-    with on_device(model, device):
+    with on_device(model, device, cfg.max_gpu_memory):
         calib = build_calib(spec, tok, cfg.nsamples, cfg.seqlen, seed=seed, model=model, device=device)
         met = set_metrics(calib, model=model, tokenizer=tok, device=device)
     metrics = {k: v for k, v in met["set"].items() if k not in SHAPE_KEYS}
@@ -75,7 +75,7 @@ def compute_dense(cfg: StudyConfig, device: str) -> dict:
 
     t0 = time.perf_counter()
     model, tok = dense_model(cfg, device)
-    with on_device(model, device):
+    with on_device(model, device, cfg.max_gpu_memory):
         res = evaluate(model, tok, suite=cfg.suite, tasks=cfg.tasks, limit=cfg.limit, seed=cfg.eval_seed,
                        device=device, progress=False, allow_unsafe_exec=cfg.allow_unsafe_exec)
     check_tasks(res, "dense evaluation")
@@ -101,7 +101,7 @@ def compute_cell(cfg: StudyConfig, cell: Cell, calib_data: bytes, calib_metrics:
         times["prune"] = time.perf_counter() - t0
         times["prune_cpu"] = time.process_time() - c0
         t0, c0 = time.perf_counter(), time.process_time()
-        with on_device(work, device):
+        with on_device(work, device, cfg.max_gpu_memory):
             res = evaluate(work, tok, suite=cfg.suite, tasks=cfg.tasks, limit=cfg.limit, seed=cfg.eval_seed,
                            device=device, progress=False, allow_unsafe_exec=cfg.allow_unsafe_exec)
         times["eval"] = time.perf_counter() - t0

@@ -37,6 +37,7 @@ class StudyConfig:
     model: str = "default"
     dtype: str = "auto"  # the checkpoint's own; parse_config writes the dtype it names
     device: str = "cpu"
+    max_gpu_memory: str | None = None  # study.max_gpu_memory: the device budget for evaluation (e.g. "20GiB")
     seeds: list[int] = field(default_factory=lambda: [0])
     reference: str | None = None
     nsamples: int = 16
@@ -71,6 +72,8 @@ class StudyConfig:
                  "seeds": list(self.seeds)}
         if self.reference is not None:
             study["reference"] = self.reference
+        if self.max_gpu_memory is not None:
+            study["max_gpu_memory"] = self.max_gpu_memory
         evald: dict[str, Any] = {"suite": self.suite, "seed": self.eval_seed}
         if self.limit is not None:
             evald["limit"] = self.limit
@@ -92,6 +95,7 @@ class StudyConfig:
         """Hash of everything that changes results (device and name excluded): equal configs, equal hash."""
         d = dataclasses.asdict(self)
         d.pop("device")
+        d.pop("max_gpu_memory")  # where the weights sit changes no score
         d.pop("name")
         d.pop("allow_unsafe_exec")  # where code may run changes no score
         d.update(legacy_prune_key(d.pop("dense_inputs"), d.pop("sequential")))
@@ -134,7 +138,8 @@ def dtype_names() -> list[str]:
 
 # key -> (section, field name, expected type description)
 _SCHEMA: dict[str, dict[str, str]] = {
-    "study": {"name": "name", "model": "model", "dtype": "dtype", "device": "device", "seeds": "seeds",
+    "study": {"name": "name", "model": "model", "dtype": "dtype", "device": "device",
+              "max_gpu_memory": "max_gpu_memory", "seeds": "seeds",
               "reference": "reference"},
     "calib": {"nsamples": "nsamples", "seqlen": "seqlen", "sources": "sources", "mixes": "mixes",
               "generated": "generated"},
@@ -255,6 +260,14 @@ def parse_config(data: dict, where: str = "config") -> StudyConfig:
                                       f"(or auto, the checkpoint's own dtype, the default)")
     if "device" in s:
         cfg.device = _str("study.device", s["device"])
+    if "max_gpu_memory" in s:
+        from calmix.placement import parse_memory
+
+        cfg.max_gpu_memory = _str("study.max_gpu_memory", s["max_gpu_memory"])
+        try:
+            parse_memory(cfg.max_gpu_memory)
+        except CalmixError as err:
+            raise _err("study.max_gpu_memory", str(err)) from None
     if "seeds" in s:
         cfg.seeds = _list("study.seeds", s["seeds"], lambda k, v: _int(k, v, lo=0))
     if "nsamples" in c:

@@ -59,6 +59,7 @@ def test_round_trip_through_toml_dict(grid_config):
     ("study", "dtype", "int8", "study.dtype"),
     ("study", "reference", "c4", "study.reference"),
     ("study", "colour", "red", "study.colour"),
+    ("study", "max_gpu_memory", "lots", "study.max_gpu_memory"),
     ("calib", "nsamples", 0, "calib.nsamples"),
     ("calib", "seqlen", "long", "calib.seqlen"),
     ("calib", "sources", ["no-such-source"], "calib.sources"),
@@ -146,3 +147,11 @@ def test_true_sequential_is_the_older_name_of_not_dense_inputs(grid_config):
     linear = parse_config(_with(grid_config, "prune", "sequential", "linear"))
     assert linear.sequential == "linear" and linear.fingerprint() != base.fingerprint()
     assert parse_config(linear.to_toml_dict()) == linear
+
+
+def test_max_gpu_memory_is_kept_but_changes_no_fingerprint(grid_config):
+    base = parse_config(grid_config)
+    capped = parse_config(_with(grid_config, "study", "max_gpu_memory", "20GiB"))
+    assert capped.max_gpu_memory == "20GiB" and base.max_gpu_memory is None
+    assert capped.fingerprint() == base.fingerprint()
+    assert parse_config(capped.to_toml_dict()) == capped
