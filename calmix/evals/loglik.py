@@ -1,9 +1,11 @@
 """Log-likelihood of continuations given contexts, every continuation of a context scored in one forward.
 
-Packed path (default where the model supports it): one row per context, holding the context and then every
-continuation, each continuation attending to the context and to itself only (a 4D additive mask) at the positions
-it would have after the context. The decoder runs once per row, and the output head runs only on the positions
-whose next token is scored. Models that cannot take such a row (a custom mask ignored, a sliding window shorter
+Packed path (default where the model supports it): a row is a prefix tree of (context + continuation) sequences,
+each distinct prefix once: a context and its continuations, continuations sharing leading tokens, and groups whose
+contexts share a prefix (MMLU items with the same few-shot examples, Winogrande's two option-filled contexts) all
+share a row. Each token attends to its ancestors only (a 4D additive mask) at the position it has in its own
+sequence, so every score equals that of a plain forward of the sequence. The decoder runs once per row, and the
+output head runs only on the positions whose next token is scored. Models that cannot take such a row (a custom mask ignored, a sliding window shorter
 than the row) use the cached path: the context runs once, its KV cache is copied to each continuation.
 """
 
@@ -62,25 +64,87 @@ def max_context(model) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- packed rows
+def prefix_tree(groups: Sequence[Group]) -> tuple[list[int], list[int], list[int], list[list[list[int]]]]:
+    """Several groups as one row holding every distinct prefix of their (context + continuation) sequences once.
+
+    Returns token ids, position ids (depth in the tree), the end of each node's subtree (nodes come in pre-order, so
+    node j's descendants are the positions j+1 .. end[j]-1) and, per group and continuation, the row positions whose
+    next-token distribution scores it. A sequence's last token is only a target, so it is never a node.
+    """
+    seqs = [(g, j, list(ctx) + list(c)) for g, (ctx, conts) in enumerate(groups) for j, c in enumerate(conts)]
+    # Inserted in lexicographic order, each new node extends the latest branch: creation order is pre-order.
+    order = sorted(range(len(seqs)), key=lambda s: seqs[s][2][:-1])
+    ids: list[int] = []
+    pos: list[int] = []
+    parent: list[int] = []
+    children: list[dict[int, int]] = []
+    roots: dict[int, int] = {}
+    paths: list[list[int]] = [[] for _ in seqs]
+    for s in order:
+        level, path = roots, paths[s]
+        for depth, tok in enumerate(seqs[s][2][:-1]):
+            node = level.get(tok)
+            if node is None:
+                node = level[tok] = len(ids)
+                ids.append(tok)
+                pos.append(depth)
+                parent.append(path[-1] if path else -1)
+                children.append({})
+            path.append(node)
+            level = children[node]
+    end = list(range(1, len(ids) + 1))
+    for node in range(len(ids) - 1, 0, -1):  # children come after their parent: one backward sweep
+        if parent[node] >= 0:
+            end[parent[node]] = max(end[parent[node]], end[node])
+    score_at: list[list[list[int]]] = [[[] for _ in conts] for _, conts in groups]
+    for s, (g, j, seq) in enumerate(seqs):
+        score_at[g][j] = [paths[s][k - 1] for k in range(len(groups[g][0]), len(seq))]
+    return ids, pos, end, score_at
+
+
+def tree_allow(end: Sequence[int]) -> torch.Tensor:
+    """The L×L attention permission of a pre-order prefix tree (True = may attend): each node sees its ancestors and
+    itself, i.e. node i attends to j when i lies in j's subtree [j, end[j])."""
+    ar = torch.arange(len(end))
+    return (ar[None, :] <= ar[:, None]) & (ar[:, None] < torch.tensor(list(end), dtype=torch.long)[None, :])
+
+
 def packed_row(ctx: Sequence[int], conts: Sequence[Sequence[int]]) -> tuple[list[int], list[int], torch.Tensor, list[list[int]]]:
     """One row for a context and its continuations: token ids, position ids, the L×L attention permission
-    (True = may attend) and, per continuation, the row positions whose next-token distribution scores it."""
-    n = len(ctx)
-    ids, pos = list(ctx), list(range(n))
-    spans, score_at = [], []
-    for c in conts:
-        start = len(ids)
-        ids.extend(c[:-1])
-        pos.extend(range(n, n + len(c) - 1))
-        spans.append((start, len(ids)))
-        score_at.append([n - 1] + list(range(start, len(ids))))
-    allow = torch.zeros((len(ids), len(ids)), dtype=torch.bool)
-    allow[:n, :n] = torch.ones((n, n), dtype=torch.bool).tril()
-    for start, end in spans:
-        if end > start:
-            allow[start:end, :n] = True
-            allow[start:end, start:end] = torch.ones((end - start, end - start), dtype=torch.bool).tril()
-    return ids, pos, allow, score_at
+    (True = may attend) and, per continuation, the row positions whose next-token distribution scores it
+    (continuations sharing leading tokens share those positions)."""
+    ids, pos, end, score_at = prefix_tree([(list(ctx), conts)])
+    return ids, pos, tree_allow(end), score_at[0]
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Number of leading tokens a and b share."""
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def pack_groups(groups: Sequence[Group], limit: int, min_share: int = 4) -> list[list[int]]:
+    """Indices of groups sharing a row: sorted by context so shared prefixes are adjacent, consecutive groups join a
+    row while their context shares at least min_share leading tokens with the previous one (a packed row costs
+    attention over its whole width, so unrelated groups stay apart) and the row's tokens stay within limit."""
+    order = sorted(range(len(groups)), key=lambda i: list(groups[i][0]))
+    rows: list[list[int]] = []
+    size = 0
+    for i in order:
+        ctx, conts = groups[i]
+        n = len(ctx) + sum(len(c) - 1 for c in conts)
+        shared = common_prefix(groups[rows[-1][-1]][0], ctx) if rows else 0
+        if rows and shared >= min_share and size + n - shared <= limit:
+            rows[-1].append(i)
+            size += n - shared
+        else:
+            rows.append([i])
+            size = n
+    return rows
 
 
 def _text_config(model):
@@ -127,35 +191,42 @@ def _score_positions(head, softcap, hidden: torch.Tensor, slots: torch.Tensor, t
 
 
 @torch.no_grad()
-def _score_packed_batch(model, parts, batch: Sequence[Group], device: torch.device) -> list[list[ContScore]]:
+def _score_packed_batch(model, parts, batch: Sequence[Sequence[Group]], device: torch.device,
+                        trees: Sequence[tuple] | None = None) -> list[list[list[ContScore]]]:
+    """Scores of a batch of packed rows, each row several groups (trees: their prefix_tree, computed if not given):
+    per row, per group, per continuation."""
     body, head, softcap = parts
-    rows = [packed_row(ctx, conts) for ctx, conts in batch]
+    trees = trees if trees is not None else [prefix_tree(row) for row in batch]
     dtype = head.weight.dtype if head.weight.dtype.is_floating_point else torch.float32
-    ids, _ = pad_rows([r[0] for r in rows])
-    pos, _ = pad_rows([r[1] for r in rows])
+    ids, _ = pad_rows([t[0] for t in trees])
+    pos, _ = pad_rows([t[1] for t in trees])
     width = ids.shape[1]
-    allow = torch.eye(width, dtype=torch.bool).repeat(len(rows), 1, 1)  # padding attends to itself only
-    for b, (rid, _, rallow, _) in enumerate(rows):
-        allow[b, :len(rid), :len(rid)] = rallow
+    allow = torch.eye(width, dtype=torch.bool).repeat(len(trees), 1, 1)  # padding attends to itself only
+    for b, (rid, _, rend, _) in enumerate(trees):
+        allow[b, :len(rid), :len(rid)] = tree_allow(rend)
     mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min).unsqueeze(1)
     hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
                   use_cache=False).last_hidden_state
     # Targets in continuation order; each distinct (row, position) is one slot and goes through the head once,
-    # however many continuations it scores (the last context position scores every first token).
+    # however many continuations it scores (shared prefixes score every continuation that extends them).
     slot: dict[tuple[int, int], int] = {}
-    slots, targets, spans = [], [], []  # spans[b][j]: the targets of continuation j of row b
-    for b, ((_, conts), (_, _, _, score_at)) in enumerate(zip(batch, rows)):
+    slots, targets = [], []
+    spans: list[list[list[tuple[int, int]]]] = []  # spans[b][g][j]: targets of continuation j of group g in row b
+    for b, (row, tree) in enumerate(zip(batch, trees)):
         spans.append([])
-        for c, positions in zip(conts, score_at):
-            start = len(targets)
-            for p, t in zip(positions, c):
-                slots.append(slot.setdefault((b, p), len(slot)))
-                targets.append(t)
-            spans[-1].append((start, len(targets)))
+        for (_, conts), at in zip(row, tree[3]):
+            spans[-1].append([])
+            for c, positions in zip(conts, at):
+                start = len(targets)
+                for p, t in zip(positions, c):
+                    slots.append(slot.setdefault((b, p), len(slot)))
+                    targets.append(t)
+                spans[-1][-1].append((start, len(targets)))
     bidx = torch.tensor([b for b, _ in slot], device=hidden.device)
     pidx = torch.tensor([p for _, p in slot], device=hidden.device)
     lp, hit = _score_positions(head, softcap, hidden[bidx, pidx], torch.tensor(slots), torch.tensor(targets))
-    return [[ContScore(float(lp[a:e].sum()), e - a, bool(hit[a:e].all())) for a, e in row] for row in spans]
+    return [[[ContScore(float(lp[a:e].sum()), e - a, bool(hit[a:e].all())) for a, e in group] for group in row]
+            for row in spans]
 
 
 _PACKED_OK: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
@@ -175,7 +246,7 @@ def packed_supported(model) -> bool:
             device = next(model.parameters()).device
             vocab = parts[1].weight.shape[0]
             ctx, conts = [1 % vocab, 7 % vocab, 3 % vocab], [[11 % vocab, 4 % vocab], [5 % vocab, 2 % vocab, 9 % vocab]]
-            got = _score_packed_batch(model, parts, [(ctx, conts)], device)[0]
+            got = _score_packed_batch(model, parts, [[(ctx, conts)]], device)[0][0]
             tol = 1e-3 if parts[1].weight.dtype in (torch.float32, torch.float64) else 5e-2
             ok = True
             for c, g in zip(conts, got):
@@ -272,9 +343,10 @@ def loglikelihood_groups(model, groups: Sequence[Group], batch_size: int = 16, d
                          packed: bool | None = None) -> list[list[ContScore]]:
     """Score every continuation of every (context ids, [continuation ids]) group; results in input order.
 
-    Groups run longest first in batches of at most batch_size groups and max_tokens padded tokens. packed=None
-    uses packed rows where the model supports them (one forward per group, see the module docstring); False
-    forces the cached path, whose continuations run in chunks of at most cont_rows rows.
+    Packed rows (groups sharing a context prefix share a row, see pack_groups) run widest first in batches of at
+    most batch_size rows and max_tokens padded tokens. packed=None uses packed rows where the model supports them
+    (see the module docstring); False forces the cached path, which runs batches of at most batch_size groups and
+    their continuations in chunks of at most cont_rows rows.
     """
     device = torch.device(device)
     max_len = max_context(model)
@@ -298,12 +370,17 @@ def loglikelihood_groups(model, groups: Sequence[Group], batch_size: int = 16, d
     rest = sorted(set(range(len(prepared))) - set(packable))
     results: list[list[ContScore] | None] = [None] * len(prepared)
     bar = tqdm(total=len(prepared), desc=desc, disable=None if progress else True, leave=False)
-    packable.sort(key=lambda i: -row_len[i])
-    for run in length_batches([row_len[i] for i in packable], batch_size, max_tokens):
-        idxs = [packable[k] for k in run]
-        for i, res in zip(idxs, _score_packed_batch(model, parts, [prepared[i] for i in idxs], device)):
-            results[i] = res
-        bar.update(len(idxs))
+    rows = [[packable[k] for k in row] for row in pack_groups([prepared[i] for i in packable], min(limit, max_tokens))]
+    trees = [prefix_tree([prepared[i] for i in row]) for row in rows]
+    order = sorted(range(len(rows)), key=lambda r: -len(trees[r][0]))
+    for run in length_batches([len(trees[r][0]) for r in order], batch_size, max_tokens):
+        batch = [rows[order[k]] for k in run]
+        scored = _score_packed_batch(model, parts, [[prepared[i] for i in row] for row in batch], device,
+                                     [trees[order[k]] for k in run])
+        for row, res in zip(batch, scored):
+            for i, r in zip(row, res):
+                results[i] = r
+        bar.update(sum(len(row) for row in batch))
     rest.sort(key=lambda i: (-len(prepared[i][0]), -max(len(c) for c in prepared[i][1])))
     runs = length_batches([len(prepared[i][0]) for i in rest], batch_size, max_tokens)
     if window < max_len:  # a sliding window counts padding as tokens: batch equal contexts only

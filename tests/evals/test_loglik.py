@@ -7,12 +7,19 @@ import torch
 import transformers as tf
 
 from calmix.errors import CalmixError
-from calmix.evals.loglik import _score_positions, loglikelihood_groups, packed_row, packed_supported
+from calmix.evals.loglik import (_score_positions, loglikelihood_groups, pack_groups, packed_row, packed_supported,
+                                 prefix_tree, tree_allow)
 from tests.prune.test_architectures import ARCHS
 
 # Mixed context lengths, some longer than the sliding window (8) of the windowed architectures.
 GROUPS = [([5, 6, 7], [[8], [9, 10, 11], [12, 13]]), ([1], [[2, 3]]), ([4] * 12, [[1], [2, 9, 9, 9], [3]]),
           ([3, 1, 4, 1, 5, 9, 2, 6, 5, 3], [[5], [8, 9]]), ([7, 7], [[100, 101, 102, 103, 104, 105, 106]])]
+
+# Contexts sharing prefixes across groups (one context twice, one a prefix of another) and continuations sharing
+# leading tokens: these share rows and tree nodes.
+SHARED = [([5, 6, 7, 8, 9], [[1, 2, 3], [1, 2, 4], [1]]), ([5, 6, 7, 8, 9, 10], [[1, 2], [2]]),
+          ([5, 6, 7, 8, 11], [[3], [3, 3]]), ([2, 2], [[5, 6]]), ([5, 6, 7, 8, 9], [[1, 2, 3], [7]]),
+          ([5, 6, 7, 8], [[9, 10, 1]])]
 
 
 def plain_logprob(model, ctx: list[int], cont: list[int]) -> float:
@@ -39,6 +46,27 @@ def test_packed_row_layout_by_hand():
     assert allow[3].tolist() == [True, True, False, True, False]  # 2nd continuation does not see the 1st
     assert allow[2].tolist() == [True, True, True, False, False]
     assert score_at == [[1, 2], [1, 3, 4]]
+
+
+def test_prefix_tree_shares_prefixes_within_and_across_groups_by_hand():
+    ids, pos, end, score_at = prefix_tree([([1, 2], [[3, 4], [3, 5]]), ([1, 2, 6], [[7]])])
+    # sequences without their last token, in lexicographic order: [1,2,3] [1,2,3] [1,2,6]; nodes 1 2 3 6
+    assert ids == [1, 2, 3, 6] and pos == [0, 1, 2, 2]
+    assert end == [4, 4, 3, 4]
+    assert score_at == [[[1, 2], [1, 2]], [[3]]]  # group 0 shares node 2 (token 3); group 1 reads node 3 (token 6)
+    allow = tree_allow(end)
+    assert allow.tolist() == [[True, False, False, False],
+                              [True, True, False, False],
+                              [True, True, True, False],
+                              [True, True, False, True]]  # node 6 does not see its sibling 3
+
+
+def test_pack_groups_joins_only_groups_sharing_a_prefix_within_the_limit():
+    groups = [([9, 9, 9, 9, 1], [[1]]), ([1, 2, 3, 4, 5], [[6, 7]]), ([1, 2, 3, 4, 6], [[6]]), ([1, 2, 8], [[1]]),
+              ([9, 9, 9, 9, 2], [[1, 1]])]
+    assert pack_groups(groups, limit=100) == [[1, 2], [3], [0, 4]]  # [1,2,8] shares 2 < 4 tokens with [1,2,3,4,6]
+    assert pack_groups(groups, limit=100, min_share=2) == [[1, 2, 3], [0, 4]]
+    assert pack_groups(groups, limit=6) == [[1], [2], [3], [0], [4]]  # 6 + 5 - 4 = 7 > 6 tokens
 
 
 def test_score_positions_matches_log_softmax_in_any_chunking():
@@ -74,6 +102,21 @@ def test_every_architecture_matches_a_plain_forward(arch, packed):
             assert r.logprob == pytest.approx(plain_logprob(model, ctx, cont), abs=1e-4)
 
 
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_shared_prefix_rows_match_one_plain_forward_per_pair(arch):
+    """Oracle: one plain forward per (context, continuation) pair; the rows share contexts and continuation prefixes."""
+    torch.manual_seed(0)
+    model = ARCHS[arch]().eval()
+    for batch_size in (1, 4):
+        res = loglikelihood_groups(model, SHARED, batch_size=batch_size)
+        for (ctx, conts), got in zip(SHARED, res):
+            for cont, r in zip(conts, got):
+                assert r.ntokens == len(cont)
+                assert r.logprob == pytest.approx(plain_logprob(model, ctx, cont), abs=1e-4)
+                lp = torch.log_softmax(model(input_ids=torch.tensor([ctx + cont])).logits[0].float(), -1)
+                assert r.greedy == all(int(lp[len(ctx) - 1 + k].argmax()) == t for k, t in enumerate(cont))
+
+
 class _MaskDroppingModel(tf.LlamaForCausalLM):
     """A model whose decoder ignores custom 4D masks (as some attention kernels do)."""
 
@@ -98,6 +141,9 @@ def test_model_that_ignores_custom_masks_falls_back_to_cached_path():
     wrong = loglikelihood_groups(model, GROUPS[:1], packed=True)[0]  # what forcing packed rows would give
     assert any(abs(r.logprob - plain_logprob(model, GROUPS[0][0], c)) > 1e-3 for c, r in zip(GROUPS[0][1], wrong))
     for (ctx, conts), got in zip(GROUPS, loglikelihood_groups(model, GROUPS, batch_size=2)):
+        for cont, r in zip(conts, got):
+            assert r.logprob == pytest.approx(plain_logprob(model, ctx, cont), abs=1e-4)
+    for (ctx, conts), got in zip(SHARED, loglikelihood_groups(model, SHARED, batch_size=2)):
         for cont, r in zip(conts, got):
             assert r.logprob == pytest.approx(plain_logprob(model, ctx, cont), abs=1e-4)
 
