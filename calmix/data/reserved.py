@@ -37,7 +37,8 @@ GSM_SYMBOLIC_EVAL_TEMPLATES: tuple[int, ...] = (4, 9, 14, 19, 24, 29, 34, 39, 44
 GSM_SYMBOLIC_EVAL_STRIDE = (1000, 100)  # seed formula of evaluation instances (see packages.gsm_symbolic_examples)
 
 # BIG-bench tasks of the small-offline evaluation suite; calibration uses other BIG-bench tasks.
-BIGBENCH_EVAL_TASKS = ("general_knowledge", "qa_wikidata", "social_iqa", "cause_and_effect/one_sentence")
+BIGBENCH_EVAL_TASKS = ("general_knowledge", "qa_wikidata", "social_iqa", "cause_and_effect/one_sentence",
+                       "human_organs_senses", "goal_step_wikihow/step_inference")
 
 
 def eval_file(task: str, split: str) -> str:

@@ -14,7 +14,8 @@ from typing import Any, Callable
 from calmix.batching import halving
 from calmix.errors import CalmixError
 from calmix.evals import scorers
-from calmix.evals.itemscores import item_table
+from calmix.evals.floor import floor_of_nll, floor_of_rate, floor_of_scores, unigram_nll
+from calmix.evals.itemscores import choice_mass_cn, item_table
 from calmix.evals.suites import SUITES, get_suite, suite_tasks
 from calmix.evals.task import task_fingerprint
 from calmix.evals.tasks import DIMENSIONS, Task, build_items, get_task
@@ -63,35 +64,46 @@ def _cn(x: float, chance: float) -> float:
 
 # ---------------------------------------------------------------------------------------------- runners per kind
 def run_mc(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dict:
-    """Multiple choice: acc, acc_norm, chance; the headline score chance-normalised when the suite says so."""
+    """Multiple choice: acc, acc_norm, chance and the chance-corrected choice mass; the headline score is the choice
+    mass for `mass_cn` tasks, else acc/acc_norm, chance-normalised when the suite says so."""
     res = scorers.score_mc_items(model, tokenizer, items, batch_size=ctx["batch_size"], device=ctx["device"],
                                  progress=ctx["progress"], desc=task.name)
     n = len(res)
     acc = sum(r["acc"] for r in res) / n
     acc_norm = sum(r["acc_norm"] for r in res) / n
-    chance = sum(r["chance"] for r in res) / n
-    metrics = {"acc": acc, "acc_norm": acc_norm, "chance": chance,
-               "acc_cn": _cn(acc, chance), "acc_norm_cn": _cn(acc_norm, chance)}
-    metric = task.metric + ("_cn" if ctx["chance_normalise"] else "")
-    values = [r[task.metric] for r in res]
-    per_item = (item_table("mean_cn", items, value=values, chance=[r["chance"] for r in res])
-                if ctx["chance_normalise"] else item_table("mean", items, value=values))
+    chance = [r["chance"] for r in res]
+    mass = [choice_mass_cn(r["logprobs"], it["gold"]) for r, it in zip(res, items)]
+    metrics = {"acc": acc, "acc_norm": acc_norm, "chance": sum(chance) / n, "mass_cn": sum(mass) / n}
+    metrics.update(acc_cn=_cn(acc, metrics["chance"]), acc_norm_cn=_cn(acc_norm, metrics["chance"]))
+    if task.metric == "mass_cn":
+        metric, per_item, floor = "mass_cn", item_table("mass_cn", items, value=mass), floor_of_scores(mass, task.name)
+    else:
+        metric = task.metric + ("_cn" if ctx["chance_normalise"] else "")
+        values = [r[task.metric] for r in res]
+        per_item = (item_table("mean_cn", items, value=values, chance=chance) if ctx["chance_normalise"]
+                    else item_table("mean", items, value=values))
+        floor = floor_of_rate(values, chance, task.name)
     return {"score": metrics[metric], "metric": metric, "metrics": metrics, "n": n, "failures": [],
-            "items": per_item}
+            "items": per_item, "floor": floor}
 
 
 def run_probe(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dict:
-    """Likelihood probe: token-weighted NLL per token of the references; score exp(-NLL)."""
+    """Likelihood probe: token-weighted NLL per token of the references; score exp(-NLL), so the retention
+    pruned/dense is exp(-(NLL_pruned - NLL_dense)). Floor: the NLL of a unigram model of the references."""
     failures = [{"index": i, "reason": "empty reference"} for i, it in enumerate(items) if not it["reference"].strip()]
     bad = {f["index"] for f in failures}
     keep = [it for i, it in enumerate(items) if i not in bad]
     res = scorers.score_probe_items(model, tokenizer, keep, batch_size=ctx["batch_size"], device=ctx["device"],
                                     progress=ctx["progress"], desc=task.name)
     nll, score = scorers.probe_score(res)
-    metrics = {"nll": nll, "ppl": math.exp(nll), "tokens": sum(r["ntokens"] for r in res)}
-    per_item = item_table("exp_neg_nll", keep, nll=[r["nll"] for r in res], tokens=[r["ntokens"] for r in res])
+    nlls, tokens = [r["nll"] for r in res], [r["ntokens"] for r in res]
+    metrics = {"nll": nll, "ppl": math.exp(nll), "tokens": sum(tokens)}
+    refs = [scorers.encode_pair(tokenizer, it["context"], it["reference"])[1] for it in keep]
+    baseline = unigram_nll(refs, len(tokenizer))
+    metrics["unigram_nll"] = sum(baseline) / sum(tokens)
     return {"score": score, "metric": "exp(-nll)", "metrics": metrics, "n": len(res), "failures": failures,
-            "items": per_item}
+            "items": item_table("exp_neg_nll", keep, nll=nlls, tokens=tokens),
+            "floor": floor_of_nll(nlls, tokens, baseline, task.name)}
 
 
 def run_gsm8k(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dict:
@@ -114,7 +126,8 @@ def run_gsm8k(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dic
     n = len(items)
     metrics = {"strict": sum(hits["strict"]) / n, "flexible": sum(hits["flexible"]) / n, "samples": samples}
     return {"score": metrics[task.metric], "metric": task.metric, "metrics": metrics, "n": n, "failures": failures,
-            "items": item_table("mean", items, value=hits[task.metric])}
+            "items": item_table("mean", items, value=hits[task.metric]),
+            "floor": floor_of_rate(hits[task.metric], 0.0, task.name)}
 
 
 def score_code_completions(task: Task, items: list[dict], completions: list[str], workers: int = 2,
@@ -135,8 +148,9 @@ def score_code_completions(task: Task, items: list[dict], completions: list[str]
     pass1 = float(codeexec.pass_at_1(results))
     metrics = {"pass@1": pass1, "statuses": statuses, "passed": [bool(r.passed) for r in results],
                "sandbox": codeexec.exec_protections(allow_unsafe_exec)}
+    passed = [float(bool(r.passed)) for r in results]
     return {"score": pass1, "metric": "pass@1", "metrics": metrics, "n": len(items), "failures": failures,
-            "items": item_table("mean", items, value=[float(bool(r.passed)) for r in results])}
+            "items": item_table("mean", items, value=passed), "floor": floor_of_rate(passed, 0.0, task.name)}
 
 
 def run_code(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dict:

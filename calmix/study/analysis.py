@@ -176,6 +176,16 @@ def dimension_winners(df: pd.DataFrame, group: tuple) -> dict[str, tuple[str, fl
     return out
 
 
+def floor_table(dense: dict | None) -> pd.DataFrame:
+    """One row per dense task: dimension, score, its floor statistic with the 95% interval, margin, above or not
+    (tasks without a floor record are left out)."""
+    cols = ["task", "dimension", "score", "stat", "value", "lo", "hi", "margin", "above"]
+    rows = [{"task": name, "dimension": t.get("dimension"), "score": t.get("score"),
+             **{k: t["floor"][k] for k in ("stat", "value", "lo", "hi", "margin", "above")}}
+            for name, t in ((dense or {}).get("tasks") or {}).items() if isinstance(t.get("floor"), dict)]
+    return pd.DataFrame(rows, columns=cols)
+
+
 GENERATED = (("igsp", "IGSP"), ("selfcal", "Self-Cal"), ("sgs", "SGS"))
 
 

@@ -5,6 +5,7 @@ of the item indices and applies it to the dense model and to every cell alike (s
 are paired over items), recomputes each cell's task, dimension and Total retention, and then draws, per strategy,
 a resample of its seeds. Replicate 0 is the data itself (every item and every seed once): the point estimate.
 Cells without per-item values (stores written before they were kept) are held at their task-level retention.
+Dimensions at the floor on the dense model (calmix.evals.floor) are left out of Total, as in evals.retention.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import numpy as np
 from scipy import stats
 
 from calmix.data.dimensions import DIMENSIONS
-from calmix.evals.itemscores import score_of
+from calmix.evals.floor import floored_dimensions
+from calmix.evals.itemscores import resample_counts, score_of
 from calmix.fingerprint import seed_from
 
 DIMS = (*DIMENSIONS, "Total")
@@ -49,13 +51,6 @@ def interval(reps: np.ndarray, level: float = LEVEL) -> Interval:
     return Interval(point, float(lo), float(hi))
 
 
-def resample_counts(n: int, replicates: int, rng: np.random.Generator) -> np.ndarray:
-    """(replicates + 1, n) multiplicities: row 0 all ones, the others multinomial resamples of n items."""
-    out = np.ones((replicates + 1, n))
-    out[1:] = rng.multinomial(n, np.full(n, 1.0 / n), size=replicates)
-    return out
-
-
 def _items(task: dict | None) -> dict | None:
     items = (task or {}).get("items")
     return items if items and items.get("ids") else None
@@ -83,6 +78,7 @@ class Bootstrap:
     replicates: int
     seed: int = 0
     held: list[str] = field(default_factory=list)   # tasks not resampled over items
+    floored: list[str] = field(default_factory=list)  # dimensions at the floor on the dense model, not in Total
     _choice: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -99,6 +95,8 @@ class Bootstrap:
                 held.append(name)
                 continue
             counts[name] = resample_counts(len(di["ids"]), replicates, np.random.default_rng(seed_from("items", name, seed)))
+        floored = floored_dimensions(dense_tasks)
+        counted = [d for d in DIMENSIONS if d not in floored]
         values = {d: np.full((len(done), width), np.nan) for d in DIMS}
         cells = []
         for i, r in enumerate(done):
@@ -117,8 +115,9 @@ class Bootstrap:
                 for dim in DIMENSIONS:
                     v = (res.get("retention") or {}).get(dim)
                     values[dim][i] = float(v) if isinstance(v, (int, float)) else np.nan
-            values["Total"][i] = np.mean([values[d][i] for d in DIMENSIONS], axis=0)
-        return cls(cells, values, replicates, seed, held)
+            if counted:
+                values["Total"][i] = np.mean([values[d][i] for d in counted], axis=0)
+        return cls(cells, values, replicates, seed, held, floored)
 
     def points(self) -> dict[str, dict[str, float | None]]:
         """Each cell's retentions on the data itself (replicate 0), by cell key: the study's point estimates."""

@@ -29,11 +29,34 @@ def _ci(iv, signed: bool = False) -> str:
     return f"[{iv.lo:+.1f}, {iv.hi:+.1f}]" if signed else f"[{iv.lo:.1f}, {iv.hi:.1f}]"
 
 
+AT_FLOOR = "at the floor"
+
+
+def floor_sentence(floored: list[str], dense: dict | None) -> str | None:
+    """What the report says in place of ranking strategies on dimensions at the floor, and what Total covers."""
+    if not floored:
+        return None
+    ft = A.floor_table(dense)
+    parts = []
+    for d in floored:
+        rows = ft[ft.dimension == d]
+        detail = "; ".join(f"`{r.task}` {r.stat} {r.value:.3f} [{r.lo:.3f}, {r.hi:.3f}]" for r in rows.itertuples())
+        margins = sorted({f"{m:g}" for m in rows.margin})
+        parts.append(f"**{d} is not measured: the dense model is at the floor on every {d} task** ("
+                     + (detail + f"; above the floor needs more than {'/'.join(margins)} with the interval above 0"
+                        if detail else "no floor details stored") + "), so strategies are not ranked on it.")
+    rest = [d for d in A.DIMS[:-1] if d not in floored]
+    parts.append(f"Total is the mean of {', '.join(rest)} ({', '.join(floored)} excluded)." if rest else
+                 "Total is not measured: every dimension is at the floor.")
+    return " ".join(parts)
+
+
 def _winners(df: pd.DataFrame, boot: Bootstrap, g: tuple) -> str | None:
-    """Per dimension, the single source that keeps it best, with its interval and its lead over the runner-up."""
+    """Per dimension, the single source that keeps it best, with its interval and its lead over the runner-up
+    (dimensions at the floor are not ranked)."""
     means = A.source_means(df, g)
     parts = []
-    for d in [d for d in A.dims_of(df) if d != "Total"]:
+    for d in [d for d in A.dims_of(df) if d != "Total" and d not in boot.floored]:
         col = A.RET + d
         if col not in means or not means[col].notna().any():
             continue
@@ -48,14 +71,18 @@ def _winners(df: pd.DataFrame, boot: Bootstrap, g: tuple) -> str | None:
     return "Which calibration data keeps which capability: " + "; ".join(parts) + "." if parts else None
 
 
-def headline(df: pd.DataFrame, cfg: StudyConfig, boot: Bootstrap) -> list[str]:
+def headline(df: pd.DataFrame, cfg: StudyConfig, boot: Bootstrap, dense: dict | None = None) -> list[str]:
     """Plain-language findings per (pruner, pattern, sparsity), each claim stated with its paired bootstrap
-    interval (a difference whose interval includes 0 is called not significant)."""
+    interval (a difference whose interval includes 0 is called not significant); dimensions at the floor on the
+    dense model are named, and not ranked, first."""
     st = A.strategy_table(df, cfg.reference)
     spread = A.seed_spread(df)
     sp = A.spearman_intervals(df, boot)
     cmp = A.comparisons(df, boot, cfg.reference)
     paras = []
+    floor = floor_sentence(boot.floored, dense)
+    if floor:
+        paras.append(floor)
     for g in A.groups(df):
         parts = [f"**{group_name(g)}.**"]
         win = _winners(df, boot, g)
@@ -98,7 +125,7 @@ def headline(df: pd.DataFrame, cfg: StudyConfig, boot: Bootstrap) -> list[str]:
                          f"between seeds (mean std; largest {fmt(s.seed_std_max)}); the intervals above include it.")
         ssub = A.select(sp, g).dropna(subset=["rho"])
         if not ssub.empty:
-            top = ssub[ssub.dimension != "Total"].sort_values("p").head(3)
+            top = ssub[~ssub.dimension.isin(["Total", *boot.floored])].sort_values("p").head(3)
             if not top.empty:
                 parts.append("Strongest metric–retention correlations over the single sources: " + "; ".join(
                     f"{r.metric} vs {r.dimension} ρ = {r.rho:+.2f} (p = {fmt_p(r.p)}, n = {r.n}, "
@@ -122,14 +149,16 @@ def build_report(df: pd.DataFrame, cfg: StudyConfig, plots: Path, status: dict, 
         doc.p(f"**Partial study: {status.get('done', 0)} of {total} cells done** (" + ", ".join(
             f"{k} {v}" for k, v in status.items() if k != "done" and v) + "); the figures below cover the "
             "finished cells only. Resume with `calmix study run --out DIR`.")
-    for para in headline(df, cfg, boot):
+    for para in headline(df, cfg, boot, dense):
         doc.p(para)
     doc.p(f"Model `{cfg.model}` ({cfg.dtype}); calibration {cfg.nsamples} × {cfg.seqlen} tokens; pruners "
           f"{', '.join(cfg.methods)}; seeds {cfg.seeds}; evaluation suite `{cfg.suite}`"
           + (f" (limit {cfg.limit} items per task)" if cfg.limit else "") + ". Cells: "
           + ", ".join(f"{k} {v}" for k, v in status.items()) + ". Retention per task = 100 · pruned score / dense "
           "score on the same items; a dimension's retention = the mean of its tasks' retentions; Total = the mean of "
-          "the four dimensions (not measured when any of them is not). Intervals: 95% percentile intervals of a "
+          "the four dimensions, less those at the floor on the dense model (named above); not measured when any "
+          "counted dimension is not. Likelihood probes score exp(−NLL per token), so their retention is "
+          "exp(−(NLL_pruned − NLL_dense)). Intervals: 95% percentile intervals of a "
           f"paired bootstrap ({boot.replicates} replicates) over evaluation items (one resample per task, applied to "
           "the dense model and every strategy alike) and over each strategy's seeds; a difference whose interval "
           "includes 0 is not significant."
@@ -146,7 +175,8 @@ def build_report(df: pd.DataFrame, cfg: StudyConfig, plots: Path, status: dict, 
         sub = A.select(st, g) if not st.empty else st
         ref = cfg.reference or "–"
         doc.table(["role", "strategy"] + dims + [f"gap to {ref}", "seeds", "Total 95% CI"],
-                  [[r.role, f"`{r.strategy}`"] + [fmt_pm(r[d], r[d + "_std"]) for d in dims]
+                  [[r.role, f"`{r.strategy}`"] + [AT_FLOOR if d in boot.floored else fmt_pm(r[d], r[d + "_std"])
+                                                 for d in dims]
                    + [fmt_signed(r.gap_to_reference), str(r.seeds), _ci(boot.retention(g, r.strategy, "Total"))]
                    for _, r in sub.iterrows()])
         doc.p("Values: retention in % of the dense model, mean ± std over seeds; gap = difference in points of "
@@ -164,7 +194,8 @@ def build_report(df: pd.DataFrame, cfg: StudyConfig, plots: Path, status: dict, 
         rsub = A.select(rt, g)
         rsub = rsub.sort_values(["kind", "Total"] if "Total" in rsub else ["kind"], ascending=False)
         doc.table(["strategy", "kind"] + dims + ["seeds"],
-                  [[f"`{r.strategy}`", r.kind] + [fmt_pm(r[d], r[d + "_std"]) + " " + _ci(boot.retention(g, r.strategy, d))
+                  [[f"`{r.strategy}`", r.kind] + [AT_FLOOR if d in boot.floored else
+                                                  fmt_pm(r[d], r[d + "_std"]) + " " + _ci(boot.retention(g, r.strategy, d))
                                                   for d in dims] + [str(r.seeds)] for _, r in rsub.iterrows()])
         doc.p("Values: mean ± std over seeds, then the 95% bootstrap interval over items and seeds.")
         p = plot_retention_bars(rt, g, dims, plots / f"retention_{slug}.png")
@@ -214,6 +245,16 @@ def build_report(df: pd.DataFrame, cfg: StudyConfig, plots: Path, status: dict, 
         if dims_d:
             doc.table(["dimension", "dense score"], [[k, fmt(float(v), 4)] for k, v in dims_d.items()
                                                       if isinstance(v, (int, float))])
+        ft = A.floor_table(dense)
+        if not ft.empty:
+            doc.p("Above the floor? Per task, how far the dense model's score lies above what a model without the "
+                  "capability gets (chance-corrected scores: the score; rates: the rate minus chance; likelihood "
+                  "probes: the NLL per token of a unigram model of the references minus the model's), with its 95% "
+                  "interval over items; above the floor = more than the margin, with the interval above 0.")
+            doc.table(["task", "dimension", "dense score", "above floor by", "95% CI", "margin", "verdict"],
+                      [[f"`{r.task}`", r.dimension, fmt(r.score, 4), f"{r.value:.3f} ({r.stat})",
+                        f"[{r.lo:.3f}, {r.hi:.3f}]", f"{r.margin:g}", "above" if r.above else AT_FLOOR]
+                       for r in ft.itertuples()])
     doc.p("Per-cell values: `cells.csv` beside this report. Generated by `calmix study report`.")
     return doc
 

@@ -122,3 +122,39 @@ def test_item_scores_by_hand():
     assert list(score_of(acc, [[1, 1, 1, 1], [2, 2, 0, 0]])) == pytest.approx([0.75, 0.5])
     assert acc["ids"][0] != acc["ids"][1] and acc["ids"] == item_table("mean", [{"i": i} for i in range(4)],
                                                                         value=[0] * 4)["ids"]
+
+
+def floor_flags(r: EvalResult, above: dict[str, bool]) -> EvalResult:
+    for name, ok in above.items():
+        r.tasks[name]["floor"] = {"stat": "chance-corrected score", "value": 0.2 if ok else 0.01, "lo": 0.1 if ok
+                                  else -0.03, "hi": 0.3 if ok else 0.05, "margin": 0.05, "above": ok}
+    return r
+
+
+def test_a_dimension_at_the_floor_is_flagged_and_left_out_of_total():
+    two_general = {**FOUR, "g2": ("General", 0.02)}
+    dense = floor_flags(result(two_general), {"g": False, "g2": False, "c": True, "k": True, "m": True})
+    pruned = result({**two_general, "g": ("General", 0.25), "g2": ("General", 0.03), "c": ("Commonsense", 0.2)})
+    r = retention(pruned, dense)
+    assert r["floored"] == ["General"] and "floor" in r["reasons"]["General"]
+    assert r["General"] == pytest.approx((50 + 150) / 2)  # its arithmetic is kept, for the record
+    assert r["Total"] == pytest.approx((50 + 100 + 100) / 3)  # Commonsense 0.2 / 0.4, Code and Math kept
+    # one General task above the floor: General counts again
+    dense = floor_flags(result(two_general), {"g": True, "g2": False})
+    r = retention(pruned, dense)
+    assert r["floored"] == [] and r["Total"] == pytest.approx((100 + 50 + 100 + 100) / 4)
+    # every dimension at the floor: nothing to average
+    dense = floor_flags(result(FOUR), {n: False for n in FOUR})
+    assert retention(result(FOUR), dense)["Total"] is None
+
+
+def test_nll_retention_is_higher_is_better_with_dense_at_100():
+    # token-weighted NLL: dense 6 nats over 4 tokens (1.5 per token), pruned 8 nats (2.0 per token)
+    reqs = [{"i": 0}, {"i": 1}]
+    dense = item_table("exp_neg_nll", reqs, nll=[2.0, 4.0], tokens=[1, 3])
+    pruned = item_table("exp_neg_nll", reqs, nll=[3.0, 5.0], tokens=[1, 3])
+    kept = 100 * score_of(pruned) / score_of(dense)
+    assert kept == pytest.approx(100 * math.exp(-(2.0 - 1.5))) and kept == pytest.approx(60.653, abs=1e-3)
+    assert 100 * score_of(dense) / score_of(dense) == pytest.approx(100.0)
+    better = item_table("exp_neg_nll", reqs, nll=[1.0, 4.0], tokens=[1, 3])  # lower NLL than dense: above 100
+    assert 100 * score_of(better) / score_of(dense) == pytest.approx(100 * math.exp(0.25))

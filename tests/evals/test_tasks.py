@@ -269,3 +269,28 @@ def test_package_probes_format():
     assert all(it["reference"].startswith(" ") and not it["context"].endswith(" ") for it in wiki)
     _, siqa = build_items(get_task("social_iqa_probe"), limit=4, seed=0)
     assert all(it["context"].startswith("Q: ") and it["context"].endswith("\nA:") for it in siqa)
+
+
+def test_choice_mass_task_on_tiny_model(tiny_model, tiny_tokenizer):
+    """A mass_cn task scores the mean of (p_gold / sum p - 1/K) / (1 - 1/K) over its items and carries its floor."""
+    import math
+
+    from calmix.evals.scorers import score_mc_items
+
+    task = get_task("human_organs_mc")
+    try:
+        _, items = build_items(task, limit=4, seed=0)
+    except CalmixError as err:
+        pytest.skip(f"BIG-bench sdist unavailable here: {err}")
+    res = evaluate(tiny_model, tiny_tokenizer, suite="small-offline", tasks=["human_organs_mc"], limit=4,
+                   progress=False)
+    t = res.tasks["human_organs_mc"]
+    want = []
+    for it, r in zip(items, score_mc_items(tiny_model, tiny_tokenizer, items)):
+        p = [math.exp(lp) for lp in r["logprobs"]]
+        k = len(p)
+        want.append((p[it["gold"]] / sum(p) - 1 / k) / (1 - 1 / k))
+    assert t["metric"] == "mass_cn" and t["items"]["agg"] == "mass_cn"
+    assert t["score"] == pytest.approx(sum(want) / len(want), abs=1e-6)
+    assert t["floor"]["stat"] == "chance-corrected score" and t["floor"]["value"] == pytest.approx(t["score"])
+    assert isinstance(t["floor"]["above"], bool)

@@ -87,10 +87,14 @@ def _requests(dim: str) -> list[dict]:
     return [{"task": dim, "item": i} for i in range(N_ITEMS)]
 
 
-def dense_result() -> dict:
-    """One task per dimension, every item scored DENSE_SCORE[dim] by the dense model."""
+def dense_result(floored: tuple[str, ...] = ()) -> dict:
+    """One task per dimension, every item scored DENSE_SCORE[dim] by the dense model; the dimensions in `floored`
+    carry a floor record saying the dense model is at the floor there, the others one saying it is above."""
     tasks = {f"t_{dim}": {"dimension": dim, "score": v, "metric": "acc", "n": N_ITEMS, "failures": [],
-                          "items": item_table("mean", _requests(dim), value=[v] * N_ITEMS)}
+                          "items": item_table("mean", _requests(dim), value=[v] * N_ITEMS),
+                          "floor": {"stat": "chance-corrected score", "value": 0.01 if dim in floored else v,
+                                    "lo": -0.02 if dim in floored else v, "hi": 0.04 if dim in floored else v,
+                                    "margin": 0.05, "above": dim not in floored}}
              for dim, v in DENSE_SCORE.items()}
     return {"suite": "small-offline", "tasks": tasks, "dimensions": dict(DENSE_SCORE), "config": {}}
 
@@ -106,13 +110,13 @@ def cell_scores(ret: dict) -> dict:
     return {"suite": "small-offline", "tasks": tasks, "config": {}}
 
 
-def build_fixture(out: Path, with_failed: bool = True, **kw) -> dict:
+def build_fixture(out: Path, with_failed: bool = True, floored: tuple[str, ...] = (), **kw) -> dict:
     """Write study.toml and study.db holding every cell of the fixture config (one failed if asked)."""
     data = config_dict(**kw)
     cfg = parse_config(data)
     out.mkdir(parents=True, exist_ok=True)
     store = prepare_folder(cfg, _toml(data), out, force=False)
-    store.put_dense(dense_key(cfg), {"model": cfg.model, "suite": cfg.suite}, dense_result(), 1.0)
+    store.put_dense(dense_key(cfg), {"model": cfg.model, "suite": cfg.suite}, dense_result(floored), 1.0)
     cells = build_grid(cfg)
     failed = None
     for i, cell in enumerate(cells):

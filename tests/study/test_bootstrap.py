@@ -110,3 +110,14 @@ def test_fixture_study_intervals_and_spearman(tmp_path, fake_study):
                           [A.source_means(df, G).loc[s, "ret_General"] for s in srcs])
     assert n == 5 and iv.value == pytest.approx(ref.statistic) and p == pytest.approx(ref.pvalue)
     assert -1 <= iv.lo <= iv.value <= iv.hi <= 1
+
+
+def test_a_dimension_at_the_floor_is_left_out_of_total():
+    rows, dense = study({("a", 0): {"General": [0.1], "Commonsense": [0.5], "Code": [0.25], "Math": [1.0]}},
+                        {d: [1.0] for d in DIMS})
+    for name, t in dense["tasks"].items():
+        t["floor"] = {"above": name != "tGeneral"}
+    boot = Bootstrap.from_rows(rows, dense, replicates=10)
+    assert boot.floored == ["General"]
+    pts = boot.points()["a/0"]
+    assert pts["General"] == pytest.approx(10.0) and pts["Total"] == pytest.approx((50 + 25 + 100) / 3)

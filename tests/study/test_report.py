@@ -77,3 +77,23 @@ def test_report_of_missing_or_empty_study(tmp_path):
     with pytest.raises(CalmixError, match="holds no study"):
         report_study(tmp_path / "nothing")
     assert main(["study", "report", str(tmp_path / "nothing")]) == 2
+
+
+def test_report_says_a_dimension_is_at_the_floor_instead_of_ranking_it(tmp_path, fake_study):
+    out = tmp_path / "study"
+    fake_study(out, floored=("General",))
+    md = report_study(out)["markdown"].read_text()
+    head = md.split("## Headline")[1].split("\n## ")[0]
+    assert ("**General is not measured: the dense model is at the floor on every General task** (`t_General` "
+            "chance-corrected score 0.010 [-0.020, 0.040]; above the floor needs more than 0.05 with the interval "
+            "above 0), so strategies are not ranked on it.") in head
+    assert "Total is the mean of Commonsense, Code, Math (General excluded)." in head
+    assert "General is kept best by" not in head and "Math is kept best by `pydoc-topics`" in head
+    # Total without General, by hand: stdlib (81 + 30 + 48) / 3 + 5 (sparsity 0.5) = 58.0 (56.0 with General)
+    assert "Best single source: `stdlib` with 58.0 ± 0.7% total retention" in head
+    assert re.search(r"\| reference source \| `pydoc-topics` \| at the floor \| 85\.0 ± 0\.7 \|", md)
+    assert "vs General" not in head
+    # the dense section lists every task's floor verdict
+    assert re.search(r"\| `t_General` \| General \| 0\.5000 \| 0\.010 \(chance-corrected score\) \| \[-0\.020, 0\.040\] "
+                     r"\| 0\.05 \| at the floor \|", md)
+    assert "| `t_Math` | Math | 0.2000 | 0.200 (chance-corrected score) | [0.200, 0.200] | 0.05 | above |" in md
