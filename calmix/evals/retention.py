@@ -82,8 +82,8 @@ def task_retention(pruned_task: dict, dense_task: dict) -> tuple[float | None, s
 
 def retention(pruned: Any, dense: Any) -> dict:
     """Per-task retention (%) under 'tasks', per dimension the mean of its tasks' retentions, Total the mean of the
-    dimensions not at the floor ('floored' lists the others); None where not measured ('missing' lists those
-    dimensions, 'reasons' says why). All four dimensions at the floor leave Total None.
+    four; None where not measured ('missing' lists those dimensions, 'reasons' says why). A dimension at the floor
+    ('floored') keeps its number but leaves Total None.
 
     Raises CalmixError when pruned and dense cover different tasks or items (check_same_items).
     """
@@ -104,9 +104,8 @@ def retention(pruned: Any, dense: Any) -> dict:
                             "task " + ", ".join(n for n in names if tasks[n] is None) + " not measured")
     floored = floored_dimensions(d["tasks"])
     for dim in floored:
-        reasons[dim] = "the dense model is at the floor on every task of this dimension (excluded from Total)"
-    counted = [dim for dim in DIMENSIONS if dim not in floored]
-    out["Total"] = mean_or_none(out[dim] for dim in counted)
+        reasons[dim] = "the dense model is at the floor on every task of this dimension (Total not measured)"
+    out["Total"] = None if floored else mean_or_none(out[dim] for dim in DIMENSIONS)
     out["missing"] = [dim for dim in DIMENSIONS if out[dim] is None]
     out["floored"] = floored
     out["tasks"] = tasks

@@ -78,7 +78,7 @@ class Bootstrap:
     replicates: int
     seed: int = 0
     held: list[str] = field(default_factory=list)   # tasks not resampled over items
-    floored: list[str] = field(default_factory=list)  # dimensions at the floor on the dense model, not in Total
+    floored: list[str] = field(default_factory=list)  # dimensions at the floor on the dense model (Total not measured)
     _choice: dict = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -95,8 +95,7 @@ class Bootstrap:
                 held.append(name)
                 continue
             counts[name] = resample_counts(len(di["ids"]), replicates, np.random.default_rng(seed_from("items", name, seed)))
-        floored = floored_dimensions(dense_tasks)
-        counted = [d for d in DIMENSIONS if d not in floored]
+        floored = floored_dimensions(dense_tasks)  # any of them leaves Total not measured (NaN)
         values = {d: np.full((len(done), width), np.nan) for d in DIMS}
         cells = []
         for i, r in enumerate(done):
@@ -115,8 +114,8 @@ class Bootstrap:
                 for dim in DIMENSIONS:
                     v = (res.get("retention") or {}).get(dim)
                     values[dim][i] = float(v) if isinstance(v, (int, float)) else np.nan
-            if counted:
-                values["Total"][i] = np.mean([values[d][i] for d in counted], axis=0)
+            if not floored:
+                values["Total"][i] = np.mean([values[d][i] for d in DIMENSIONS], axis=0)
         return cls(cells, values, replicates, seed, held, floored)
 
     def points(self) -> dict[str, dict[str, float | None]]:

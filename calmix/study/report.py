@@ -46,8 +46,8 @@ def floor_sentence(floored: list[str], dense: dict | None) -> str | None:
                      + (detail + f"; above the floor needs more than {'/'.join(margins)} with the interval above 0"
                         if detail else "no floor details stored") + "), so strategies are not ranked on it.")
     rest = [d for d in A.DIMS[:-1] if d not in floored]
-    parts.append(f"Total is the mean of {', '.join(rest)} ({', '.join(floored)} excluded)." if rest else
-                 "Total is not measured: every dimension is at the floor.")
+    parts.append(f"Total is not measured (it needs all four dimensions); compare strategies on {', '.join(rest)}."
+                 if rest else "Total is not measured: every dimension is at the floor.")
     return " ".join(parts)
 
 
@@ -156,8 +156,8 @@ def build_report(df: pd.DataFrame, cfg: StudyConfig, plots: Path, status: dict, 
           + (f" (limit {cfg.limit} items per task)" if cfg.limit else "") + ". Cells: "
           + ", ".join(f"{k} {v}" for k, v in status.items()) + ". Retention per task = 100 · pruned score / dense "
           "score on the same items; a dimension's retention = the mean of its tasks' retentions; Total = the mean of "
-          "the four dimensions, less those at the floor on the dense model (named above); not measured when any "
-          "counted dimension is not. Likelihood probes score exp(−NLL per token), so their retention is "
+          "the four dimensions, not measured when any dimension is not measured or is at the floor on the dense "
+          "model. Likelihood probes score exp(−NLL per token), so their retention is "
           "exp(−(NLL_pruned − NLL_dense)). Intervals: 95% percentile intervals of a "
           f"paired bootstrap ({boot.replicates} replicates) over evaluation items (one resample per task, applied to "
           "the dense model and every strategy alike) and over each strategy's seeds; a difference whose interval "

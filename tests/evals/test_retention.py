@@ -131,14 +131,14 @@ def floor_flags(r: EvalResult, above: dict[str, bool]) -> EvalResult:
     return r
 
 
-def test_a_dimension_at_the_floor_is_flagged_and_left_out_of_total():
+def test_a_dimension_at_the_floor_is_flagged_and_leaves_total_unmeasured():
     two_general = {**FOUR, "g2": ("General", 0.02)}
     dense = floor_flags(result(two_general), {"g": False, "g2": False, "c": True, "k": True, "m": True})
     pruned = result({**two_general, "g": ("General", 0.25), "g2": ("General", 0.03), "c": ("Commonsense", 0.2)})
     r = retention(pruned, dense)
     assert r["floored"] == ["General"] and "floor" in r["reasons"]["General"]
     assert r["General"] == pytest.approx((50 + 150) / 2)  # its arithmetic is kept, for the record
-    assert r["Total"] == pytest.approx((50 + 100 + 100) / 3)  # Commonsense 0.2 / 0.4, Code and Math kept
+    assert r["Total"] is None  # a floored dimension is not measured: never a mean of the other three
     # one General task above the floor: General counts again
     dense = floor_flags(result(two_general), {"g": True, "g2": False})
     r = retention(pruned, dense)

@@ -87,11 +87,10 @@ def test_report_says_a_dimension_is_at_the_floor_instead_of_ranking_it(tmp_path,
     assert ("**General is not measured: the dense model is at the floor on every General task** (`t_General` "
             "chance-corrected score 0.010 [-0.020, 0.040]; above the floor needs more than 0.05 with the interval "
             "above 0), so strategies are not ranked on it.") in head
-    assert "Total is the mean of Commonsense, Code, Math (General excluded)." in head
+    assert "Total is not measured (it needs all four dimensions); compare strategies on Commonsense, Code, Math." in head
     assert "General is kept best by" not in head and "Math is kept best by `pydoc-topics`" in head
-    # Total without General, by hand: stdlib (81 + 30 + 48) / 3 + 5 (sparsity 0.5) = 58.0 (56.0 with General)
-    assert "Best single source: `stdlib` with 58.0 ± 0.7% total retention" in head
-    assert re.search(r"\| reference source \| `pydoc-topics` \| at the floor \| 85\.0 ± 0\.7 \|", md)
+    assert "Best single source" not in head  # it ranks on Total, which a floored dimension leaves unmeasured
+    assert re.search(r"\| `pydoc-topics` \| source \| at the floor \| 85\.0 ± 0\.7 \[77\.7, 92\.3\] \|", md)
     assert "vs General" not in head
     # the dense section lists every task's floor verdict
     assert re.search(r"\| `t_General` \| General \| 0\.5000 \| 0\.010 \(chance-corrected score\) \| \[-0\.020, 0\.040\] "
