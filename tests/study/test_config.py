@@ -22,10 +22,10 @@ _DEL = object()
 
 
 def test_presets_load_from_the_package_and_from_a_file(tmp_path):
-    assert {"quick", "paper"} <= set(preset_names())
+    assert {"quick", "standard", "paper"} <= set(preset_names())
     quick, _ = load_config("quick")
-    assert quick.model == "default" and quick.methods == ["sparsegpt"] and quick.sparsities == [0.6]
-    assert len(quick.sources) >= 8 and len(quick.seeds) == 2 and quick.suite == "small-offline"
+    assert quick.model == "default" and quick.methods == ["sparsegpt"] and quick.sparsities == [0.5]
+    assert len(quick.sources) >= 11 and len(quick.seeds) == 2 and quick.suite == "small-offline"
     assert {"igsp", "selfcal", "sgs"} <= {s.spec.split(":")[0] for s in quick.strategies if s.kind == "generated"}
     assert any(s.kind == "mix" for s in quick.strategies)
     paper, _ = load_config("paper")
@@ -45,6 +45,10 @@ def test_quick_sources_need_no_hub_and_no_shared_data():
     for name in quick.sources:
         src = get_source(name)
         assert "package" in src.origins() and not src.local and src.hub is None, name
+    from calmix.calib.sources import SOURCES
+
+    package_only = {n for n, s in SOURCES.items() if s.origins() == ["package"]}
+    assert len(package_only) >= 11 and set(quick.sources) == package_only  # every package-only source
 
 
 def test_round_trip_through_toml_dict(grid_config):
@@ -107,7 +111,7 @@ def test_structure_errors_name_the_key(tmp_path, grid_config):
 def test_presets_and_dtypes_come_from_their_registries(grid_config):
     from calmix.study.config import PRESETS
 
-    assert PRESETS.names() == preset_names() == ["paper", "quick"]
+    assert PRESETS.names() == preset_names() == ["paper", "quick", "standard"]
     with pytest.raises(CalmixError, match="unknown study preset 'quik'.*did you mean 'quick'"):
         PRESETS.get("quik")
     # the canonical dtype names of calmix.models.DTYPES; its aliases (bf16, fp32, fp16) are not study dtypes
@@ -155,3 +159,12 @@ def test_max_gpu_memory_is_kept_but_changes_no_fingerprint(grid_config):
     assert capped.max_gpu_memory == "20GiB" and base.max_gpu_memory is None
     assert capped.fingerprint() == base.fingerprint()
     assert parse_config(capped.to_toml_dict()) == capped
+
+
+def test_standard_has_the_papers_shape():
+    std, _ = load_config("standard")
+    kinds = [s.kind for s in std.strategies]
+    assert len(std.sources) >= 15 and std.reference == "c4"
+    assert {"uniform", "all"} <= set(std.mixes.values())
+    assert {"selfcal", "sgs", "igsp"} <= {s.spec for s in std.strategies if s.kind == "generated"}
+    assert len(std.sparsities) >= 2 and len(std.seeds) >= 2 and kinds.count("source") == len(std.sources)
