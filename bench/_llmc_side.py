@@ -33,11 +33,13 @@ def main() -> None:
     oneshot(model=model, tokenizer=tok, dataset=ds, recipe=recipe, num_calibration_samples=ids.shape[0],
             max_seq_length=ids.shape[1], shuffle_calibration_samples=False, batch_size=int(batch_size))
     seconds = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the pruning's peak, before saving
     model.save_pretrained(out, save_compressed=False)
     tok.save_pretrained(out)
     import llmcompressor
     import transformers
-    print(json.dumps({"seconds": seconds, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    print(json.dumps({"seconds": seconds, "peak_rss_mb": peak,
+                      "peak_rss_after_save_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
                       "versions": {"llmcompressor": llmcompressor.__version__, "torch": torch.__version__,
                                    "transformers": transformers.__version__}}))
 
