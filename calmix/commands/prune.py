@@ -175,7 +175,8 @@ def cmd_prune(args) -> int:
         record = run_record("prune", cfg, timer.times, model=args.model, device=args.device, dtype=args.dtype,
                             loaded_dtype=dtype, calib=calib_info,
                             overall_sparsity=report.sparsity, layers=report.to_dict()["layers"],
-                            engine_timings=report.timings, **result)
+                            engine_timings=report.timings, layer_peak_memory_mb=report.peak_memory_mb,
+                            memory_kind=report.memory_kind, **result)
         write_json_atomic(tmp / "calmix.json", record)
     msg = f"pruned {args.model} with {cfg.method} ({cfg.pattern if cfg.nm()[1] else f'{cfg.sparsity:.0%}'}): " \
           f"sparsity {report.sparsity:.4f} over {len(report.layers)} linears in {timer.times['prune']:.1f} s"

@@ -1,4 +1,5 @@
-"""Wall time per pruning stage (capture, statistics, solve, replay, error), summed over layers.
+"""What a pruning run costs: wall time per stage (capture, statistics, solve, replay, error), summed over
+layers, and the peak memory while each layer was pruned.
 
 Stages nest: time spent in an inner stage (a statistic hook inside a layer's replay) is charged to the inner
 stage only, so the stages add up to the time measured. On CUDA each switch synchronises, so that the time of
@@ -12,6 +13,8 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import torch
+
+from calmix.runrecord import peak_rss_mb
 
 STAGES = ("capture", "statistics", "solve", "replay", "error")
 
@@ -43,3 +46,24 @@ class StageClock:
             top = self._stack[-1]
             self.totals[top] = self.totals.get(top, 0.0) + now - self._t
         self._t = now
+
+
+class PeakMemory:
+    """Peak memory per layer: on CUDA the allocator's max_memory_allocated since the layer began (reset at
+    each start); elsewhere the process's RSS high-water mark so far (the kernel's, never reset)."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.device = device
+        self.kind = "cuda_max_memory_allocated" if self.cuda else "rss_high_water"
+
+    def start(self) -> None:
+        """Begin a layer."""
+        if self.cuda:
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def peak_mb(self) -> float:
+        """The peak since start() (CUDA) or since the process began (RSS), in MiB."""
+        if self.cuda:
+            return torch.cuda.max_memory_allocated(self.device) / 2**20
+        return peak_rss_mb()

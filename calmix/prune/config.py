@@ -15,7 +15,8 @@ from calmix.prune.registry import PRUNERS
 from calmix.registry import Registry
 
 SEQUENTIAL: Registry[str] = Registry("sequential mode")
-SEQUENTIAL.add("layer", "every linear's statistics from the dense layer's forward (each layer run twice)")
+SEQUENTIAL.add("layer", "every linear's statistics from the dense layer's forward (each layer run twice, "
+                        "once with dense_inputs)")
 SEQUENTIAL.add("linear", "each linear's statistics from the outputs of the pruned linears before it in its "
                          "layer, as SparseGPT's --true-sequential (each layer run once)")
 
@@ -30,7 +31,7 @@ class PruneConfig:
     blocksize: int = 128
     percdamp: float = 0.01
     dense_inputs: bool = False  # inputs of layer i+1 = outputs of the dense layer i (default: of the pruned one)
-    sequential: str = "layer"  # statistics from the dense layer ("layer") or after the linears before ("linear")
+    sequential: str = "linear"  # statistics from the dense layer ("layer") or after the linears before ("linear")
     include: tuple[str, ...] = ("*",)  # fnmatch patterns on full linear names, e.g. "*.mlp.*"
     exclude: tuple[str, ...] = ()
     offload: str = "auto"  # where activations live: "auto" (device if it fits), "device", "cpu"
@@ -70,6 +71,8 @@ class PruneReport:
     seqlen: int = 0
     ntokens: int = 0
     device: str = "cpu"
+    peak_memory_mb: dict[str, float] = field(default_factory=dict)  # per decoder layer, measured by memory_kind
+    memory_kind: str = ""  # "cuda_max_memory_allocated" (since the layer began) or "rss_high_water" (so far)
 
     @property
     def sparsity(self) -> float:

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from calmix.errors import CalmixError
 from calmix.models import decoder_layers, decoder_layers_name
 from calmix.prune.capture import LayerCalls, activation_device, batches_of, capture_layer_calls
-from calmix.prune.clock import StageClock
+from calmix.prune.clock import PeakMemory, StageClock
 from calmix.prune.config import (SEQUENTIAL, LayerRecord, PruneConfig, PruneReport,  # noqa: F401 (the public API)
                                  model_sparsity, target_linears, validate_config)
 from calmix.prune.registry import PRUNERS, Accumulator, Pruner
@@ -44,6 +44,8 @@ def prune_model(model: nn.Module, calib, cfg: PruneConfig, device: str | torch.d
                          ntokens=int(mask.sum()) if mask is not None else ids.numel(), device=str(device))
     use_cache, model.config.use_cache = getattr(model.config, "use_cache", None), False
     clock = StageClock(device)
+    memory = PeakMemory(device)
+    report.memory_kind = memory.kind
 
     with clock("capture"):
         offload = activation_device(model, ids.numel(), device, cfg.offload)
@@ -51,17 +53,24 @@ def prune_model(model: nn.Module, calib, cfg: PruneConfig, device: str | torch.d
 
     layers, layers_name = decoder_layers(model), decoder_layers_name(model)
     prune_layer = _prune_layer_by_linears if cfg.sequential == "linear" else _prune_layer_at_once
+    known_groups: dict[tuple, list[list[str]]] = {}
     for li in tqdm(range(len(layers)), desc=_progress_label(cfg), unit="layer", disable=not progress):
         layer, prefix = layers[li], f"{layers_name}.{li}"
         layer_home = next(layer.parameters()).device
+        memory.start()
         layer.to(device)
         linears = target_linears(layer, prefix, cfg)
         t0 = time.perf_counter()
-        with clock("replay"):
-            groups = groups_by_input(linears, partial(captured.replay, layer, li, 0))
+        # layers of one class with the same linears route their inputs alike: probe the first of them only
+        shape = (type(layer), tuple((name, lin.in_features, lin.out_features) for name, lin in linears.items()))
+        if shape not in known_groups:
+            with clock("replay"):
+                known_groups[shape] = groups_by_input(linears, partial(captured.replay, layer, li, 0))
+        groups = known_groups[shape]
         records = prune_layer(pruner, layer, li, linears, groups, captured, cfg, prefix, clock)
         report.layers.extend(records[name] for name in linears)
         report.timings[f"layer_{li}"] = time.perf_counter() - t0
+        report.peak_memory_mb[prefix] = round(memory.peak_mb(), 1)
         layer.to(layer_home)
         if device.type == "cuda":
             torch.cuda.empty_cache()

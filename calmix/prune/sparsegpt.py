@@ -129,11 +129,9 @@ def sparsegpt_prune(W: Tensor, H: Tensor | HessianFactor, sparsity: float, n: in
 def sparsegpt_prune_group(Ws: list[Tensor], H: Tensor | HessianFactor, sparsity: float, n: int = 0, m: int = 0,
                           blocksize: int = 128, percdamp: float = 0.01,
                           max_damp_tries: int = 5) -> list[PruneResult]:
-    """Prune weights that read the same input (q/k/v, gate/up) in one pass; same result as one by one.
-
-    OBS updates act on each row independently, so the rows of all Ws are stacked and swept together;
-    only the unstructured mask is chosen per weight (each its own share of int(sparsity * numel)).
-    """
+    """Prune weights that read the same input (q/k/v, gate/up) with one factorisation of H; same result as
+    one by one. Each weight is swept on its own, so the extra memory is the reference's: one working copy of
+    that weight, its mask and an error buffer of one block of columns."""
     cols = Ws[0].shape[1]
     for W in Ws:
         validate_pattern(sparsity, n, m, W.shape[1])
@@ -152,26 +150,34 @@ def sparsegpt_prune_group(Ws: list[Tensor], H: Tensor | HessianFactor, sparsity:
     if not isinstance(H, HessianFactor):
         H = hessian_factor(H.to(device), percdamp, max_damp_tries, dtype)
     Hinv, dead = H.hinv.to(device, dtype), H.dead.to(device)
-    # Work on Wᵀ [cols, rows] so that the column being pruned is one contiguous row.
-    Wt = torch.cat([W.detach().to(dtype) for W in Ws]).t().contiguous()
-    Wt[dead] = 0
-    bounds = [0]
+    results = []
     for W in Ws:
-        bounds.append(bounds[-1] + W.shape[0])
-    rows = bounds[-1]
-    mask_t = torch.zeros(cols, rows, dtype=torch.bool, device=device)
-    errs = torch.empty(cols, rows, dtype=dtype, device=device)  # (w - q) / d for every pruned column
+        Wt, mask_t, loss = _sweep(W, Hinv, dead, sparsity, n, m, blocksize, dtype)
+        pruned = int(mask_t.sum())
+        info = {"method": "sparsegpt", "damp": H.damp, "damp_tries": H.tries, "dead_inputs": int(dead.sum()),
+                "err": loss, "blocksize": blocksize, "percdamp": percdamp,
+                "pruned": pruned, "sparsity": pruned / max(mask_t.numel(), 1)}
+        results.append(PruneResult(weight=Wt.t().to(W.dtype), mask=mask_t.t(), info=info))
+    return results
 
+
+def _sweep(W: Tensor, Hinv: Tensor, dead: Tensor, sparsity: float, n: int, m: int, blocksize: int,
+           dtype: torch.dtype) -> tuple[Tensor, Tensor, float]:
+    """SparseGPT's lazy-batch OBS sweep of one weight over its columns: (pruned Wᵀ, mask Wᵀ-shaped, OBS loss)."""
+    # Work on Wᵀ [cols, rows] so that the column being pruned is one contiguous row.
+    Wt = W.detach().t().to(dtype=dtype, copy=True, memory_format=torch.contiguous_format)
+    Wt[dead] = 0
+    cols, rows = Wt.shape
+    mask_t = torch.zeros(cols, rows, dtype=torch.bool, device=W.device)
+    err = torch.empty(min(blocksize, cols), rows, dtype=dtype, device=W.device)  # (w - q) / d of one block
+    loss = torch.zeros((), dtype=dtype, device=W.device)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
-        W1, Hinv1, E1 = Wt[i1:i2], Hinv[i1:i2, i1:i2], errs[i1:i2]
+        W1, Hinv1, E1, mask1 = Wt[i1:i2], Hinv[i1:i2, i1:i2], err[:i2 - i1], mask_t[i1:i2]
         d = Hinv1.diagonal()
-        mask1 = mask_t[i1:i2]
         if m == 0:
-            scores = (W1 / d[:, None]) ** 2
-            for r0, r1 in zip(bounds, bounds[1:]):
-                k = int(sparsity * (r1 - r0) * i2) - int(sparsity * (r1 - r0) * i1)
-                mask1[:, r0:r1] = lowest_k_mask(scores[:, r0:r1].t(), k).t()  # row-major order for ties
+            k = int(sparsity * rows * i2) - int(sparsity * rows * i1)
+            mask1.copy_(lowest_k_mask(((W1 / d[:, None]) ** 2).t(), k).t())  # row-major order for ties
         factor = mask1.to(dtype) / d[:, None]  # err = w · [pruned] / d
         for i in range(i2 - i1):
             if m and i % m == 0:
@@ -180,18 +186,9 @@ def sparsegpt_prune_group(Ws: list[Tensor], H: Tensor | HessianFactor, sparsity:
             torch.mul(W1[i], factor[i], out=E1[i])
             W1[i:].addr_(Hinv1[i, i:], E1[i], alpha=-1)
         W1.masked_fill_(mask1, 0)  # pruned entries are now ~0 by the update; make them exactly 0
+        loss += E1.pow(2).sum() / 2
         Wt[i2:].addmm_(Hinv[i1:i2, i2:].t(), E1, alpha=-1)
-
-    results = []
-    losses = errs.pow(2).sum(0) / 2
-    for W, r0, r1 in zip(Ws, bounds, bounds[1:]):
-        mask = mask_t[:, r0:r1].t().contiguous()
-        pruned = int(mask.sum())
-        info = {"method": "sparsegpt", "damp": H.damp, "damp_tries": H.tries, "dead_inputs": int(dead.sum()),
-                "err": float(losses[r0:r1].sum()), "blocksize": blocksize, "percdamp": percdamp,
-                "pruned": pruned, "sparsity": pruned / max(mask.numel(), 1)}
-        results.append(PruneResult(weight=Wt[:, r0:r1].t().to(W.dtype).contiguous(), mask=mask, info=info))
-    return results
+    return Wt, mask_t, float(loss)
 
 
 @register_pruner

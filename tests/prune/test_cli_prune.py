@@ -34,7 +34,7 @@ def test_prune_writes_a_loadable_folder_with_a_record(tiny_dir, text_file, tmp_p
     assert {"load", "calibration", "prune", "save"} <= set(rec["timings_s"])
     stages = {k: rec["engine_timings"][k] for k in ("capture", "statistics", "solve", "replay", "error")}
     assert all(v > 0 for v in stages.values()) and sum(stages.values()) <= rec["engine_timings"]["total"]
-    assert rec["config"]["sequential"] == "layer" and rec["config"]["dense_inputs"] is False
+    assert rec["config"]["sequential"] == "linear" and rec["config"]["dense_inputs"] is False
     assert rec["peak_rss_mb"] > 0 and rec["versions"]["torch"]
     assert rec["calib"]["nsamples"] == 4 and rec["calib"]["seqlen"] == 32
     assert not list(tmp_path.glob(".pruned.*"))  # no temp folder left

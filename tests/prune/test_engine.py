@@ -212,3 +212,13 @@ def test_the_engine_takes_any_registered_pruners_statistic(sequential):
     assert {d for _, d in seen["prepared"]} == {0.2}
     assert seen["groups"] == [(3, ntokens, 32), (1, ntokens, 32), (2, ntokens, 32), (1, ntokens, 32)] * 2
     assert len(report.layers) == 14 and report.sparsity == pytest.approx(0.5)
+
+
+def test_peak_memory_is_recorded_for_every_layer():
+    model = tiny_llama(vocab_size=VOCAB, seed=1)
+    report = prune_model(model, _calib(), PruneConfig("sparsegpt", 0.5), progress=False)
+    peaks = list(report.peak_memory_mb.values())
+    assert list(report.peak_memory_mb) == [f"model.layers.{i}" for i in range(len(decoder_layers(model)))]
+    assert report.memory_kind == "rss_high_water"
+    assert all(p > 0 for p in peaks) and peaks == sorted(peaks)  # a high-water mark never goes down
+    assert report.to_dict()["peak_memory_mb"] == report.peak_memory_mb

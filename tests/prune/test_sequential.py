@@ -103,7 +103,8 @@ def test_hessian_error_equals_the_output_error_it_stands_for(sequential):
 
 
 def test_linear_mode_runs_each_layer_once():
-    """One replay per batch per layer plus the probe of batch 0 (the layer mode needs two per batch)."""
+    """One replay per batch per layer plus one probe of batch 0 for the layers' shared grouping (the layer mode
+    needs two per batch)."""
     model, calib = tiny_llama(vocab_size=VOCAB, seed=1), _calib(8, 16)
     calls = [0]
     hooks = [layer.register_forward_hook(lambda *_: calls.__setitem__(0, calls[0] + 1))
@@ -111,7 +112,7 @@ def test_linear_mode_runs_each_layer_once():
     prune_model(model, calib, PruneConfig("sparsegpt", 0.5, batch_size=2, sequential="linear"), progress=False)
     for h in hooks:
         h.remove()
-    assert calls[0] == 2 * (4 + 1)
+    assert calls[0] == 2 * 4 + 1
 
 
 class _Failing(nn.Module):
