@@ -51,7 +51,7 @@ class StudyConfig:
     blocksize: int = 128
     percdamp: float = 0.01
     dense_inputs: bool = False  # prune.dense_inputs (or the older prune.true_sequential = not dense_inputs)
-    sequential: str = "layer"  # prune.sequential: "layer" or "linear" (calmix.prune.engine.SEQUENTIAL)
+    sequential: str = "linear"  # prune.sequential: "linear" (the engine default) or "layer" (calmix.prune.engine.SEQUENTIAL)
     suite: str = "small-offline"
     limit: int | None = None
     tasks: list[str] | None = None

@@ -148,9 +148,10 @@ def test_true_sequential_is_the_older_name_of_not_dense_inputs(grid_config):
     assert parse_config(_with(grid_config, "prune", "true_sequential", True)).fingerprint() == base.fingerprint()
     with pytest.raises(CalmixError, match="contradicts"):
         parse_config(_with(_with(grid_config, "prune", "true_sequential", True), "prune", "dense_inputs", True))
-    linear = parse_config(_with(grid_config, "prune", "sequential", "linear"))
-    assert linear.sequential == "linear" and linear.fingerprint() != base.fingerprint()
-    assert parse_config(linear.to_toml_dict()) == linear
+    assert base.sequential == "linear"  # the engine's default
+    layer = parse_config(_with(grid_config, "prune", "sequential", "layer"))
+    assert layer.sequential == "layer" and layer.fingerprint() != base.fingerprint()
+    assert parse_config(layer.to_toml_dict()) == layer
 
 
 def test_max_gpu_memory_is_kept_but_changes_no_fingerprint(grid_config):

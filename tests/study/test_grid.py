@@ -45,7 +45,7 @@ def test_keys_are_the_sha256_of_their_sorted_json(grid_config):
     dk = _sha({"model": "default", "dtype": "float32", "suite": "small-offline", "tasks": None, "limit": 3,
                "seed": 0}, 20)
     prune = {"method": "sparsegpt", "sparsity": 0.5, "pattern": "unstructured", "blocksize": 128, "percdamp": 0.01,
-             "true_sequential": True}
+             "true_sequential": True, "sequential": "linear"}
     assert calib_key(cfg, "stdlib", 0) == ck and dense_key(cfg) == dk
     assert cell_key(cfg, cell) == _sha({"strategy": "stdlib", "calib": ck, "prune": prune, "dense": dk}, 20)
     # the config fingerprint: every field but device and name, 16 characters
@@ -53,7 +53,9 @@ def test_keys_are_the_sha256_of_their_sorted_json(grid_config):
               "seqlen": 32, "sources": ["stdlib", "gsm-symbolic"], "mixes": {"uniform-offline": "uniform-offline"},
               "generated": {"igsp": "igsp"}, "methods": ["sparsegpt"], "sparsities": [0.5, 0.6],
               "patterns": ["unstructured", "2:4"], "blocksize": 128, "percdamp": 0.01, "true_sequential": True,
-              "suite": "small-offline", "limit": 3, "tasks": None, "eval_seed": 0}
+              "sequential": "linear", "suite": "small-offline", "limit": 3, "tasks": None, "eval_seed": 0}
     assert cfg.fingerprint() == _sha(fields, 16)
-    # and as literals (what the store of an existing study folder holds)
+    # and as literals (what the store of an existing study folder holds: the layer mode, then the default, left
+    # out of the keys)
+    cfg = parse_config(_with(grid_config, "prune", "sequential", "layer"))
     assert cell_key(cfg, cell) == "f1b55b2c9c1070f12dab" and cfg.fingerprint() == "9a75ae0e087c910f"
