@@ -5,6 +5,7 @@ its error and feed the next layer."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import partial
 from typing import Callable
 
@@ -18,6 +19,7 @@ from calmix.prune.capture import LayerCalls, activation_device, batches_of, capt
 from calmix.prune.clock import StageClock
 from calmix.prune.config import (SEQUENTIAL, LayerRecord, PruneConfig, PruneReport,  # noqa: F401 (the public API)
                                  model_sparsity, target_linears, validate_config)
+from calmix.prune.profile import layer_sparsities
 from calmix.prune.registry import PRUNERS, Accumulator, Pruner
 from calmix.prune.sequential import replay_group_by_group
 
@@ -45,11 +47,15 @@ def prune_model(model: nn.Module, calib, cfg: PruneConfig, device: str | torch.d
     use_cache, model.config.use_cache = getattr(model.config, "use_cache", None), False
     clock = StageClock(device)
 
+    layers, layers_name = decoder_layers(model), decoder_layers_name(model)
+    offload = activation_device(model, ids.numel(), device, cfg.offload)
+    with clock("profile"):
+        report.layer_sparsities = layer_sparsities(
+            model, cfg.sparsity_profile, cfg.sparsity, len(layers), batches_of(ids, mask, cfg.batch_size),
+            partial(target_linears, cfg=cfg), device, offload, cfg.owl_lambda, cfg.owl_m)
     with clock("capture"):
-        offload = activation_device(model, ids.numel(), device, cfg.offload)
         captured = capture_layer_calls(model, batches_of(ids, mask, cfg.batch_size), device, offload)
 
-    layers, layers_name = decoder_layers(model), decoder_layers_name(model)
     prune_layer = _prune_layer_by_linears if cfg.sequential == "linear" else _prune_layer_at_once
     for li in tqdm(range(len(layers)), desc=_progress_label(cfg), unit="layer", disable=not progress):
         layer, prefix = layers[li], f"{layers_name}.{li}"
@@ -59,7 +65,8 @@ def prune_model(model: nn.Module, calib, cfg: PruneConfig, device: str | torch.d
         t0 = time.perf_counter()
         with clock("replay"):
             groups = groups_by_input(linears, partial(captured.replay, layer, li, 0))
-        records = prune_layer(pruner, layer, li, linears, groups, captured, cfg, prefix, clock)
+        layer_cfg = replace(cfg, sparsity=report.layer_sparsities[li])
+        records = prune_layer(pruner, layer, li, linears, groups, captured, layer_cfg, prefix, clock)
         report.layers.extend(records[name] for name in linears)
         report.timings[f"layer_{li}"] = time.perf_counter() - t0
         layer.to(layer_home)
