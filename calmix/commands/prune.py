@@ -215,6 +215,7 @@ def cmd_ppl(args) -> int:
 
 def cmd_sparsity(args) -> int:
     from calmix.models import BUILTIN_MODELS, load_model
+    from calmix.prune.coverage import coverage_lines, parameter_coverage
     from calmix.prune.engine import model_sparsity
 
     path = Path(args.model)
@@ -222,6 +223,7 @@ def cmd_sparsity(args) -> int:
         raise CalmixError(f"model folder {args.model} does not exist")
     model, _ = load_model(args.model)
     rep = model_sparsity(model)
+    rep["all_parameters"] = parameter_coverage(model)
     if args.json:
         print(json.dumps(rep, indent=2))
     else:
@@ -229,6 +231,7 @@ def cmd_sparsity(args) -> int:
         values = list(rep["linears"].values())
         if values:
             print(f"per-linear sparsity: min {min(values):.4f}, max {max(values):.4f}")
+        print("\n".join(coverage_lines(rep["all_parameters"])))
     return 0
 
 

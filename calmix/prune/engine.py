@@ -19,6 +19,7 @@ from calmix.prune.capture import LayerCalls, activation_device, batches_of, capt
 from calmix.prune.clock import StageClock
 from calmix.prune.config import (SEQUENTIAL, LayerRecord, PruneConfig, PruneReport,  # noqa: F401 (the public API)
                                  model_sparsity, target_linears, validate_config)
+from calmix.prune.experts import prune_experts, validate_experts
 from calmix.prune.profile import layer_sparsities
 from calmix.prune.registry import PRUNERS, Accumulator, Pruner
 from calmix.prune.sequential import replay_group_by_group
@@ -39,6 +40,7 @@ def prune_model(model: nn.Module, calib, cfg: PruneConfig, device: str | torch.d
     """Prune the decoder linears of `model` in place, one decoder layer at a time, on `calib` token windows."""
     t_start = time.perf_counter()
     validate_config(model, cfg)
+    validate_experts(model, cfg)
     pruner = PRUNERS.get(cfg.method)
     ids, mask = _as_calib(calib)
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -66,8 +68,11 @@ def prune_model(model: nn.Module, calib, cfg: PruneConfig, device: str | torch.d
         with clock("replay"):
             groups = groups_by_input(linears, partial(captured.replay, layer, li, 0))
         layer_cfg = replace(cfg, sparsity=report.layer_sparsities[li])
+        with clock("solve"):  # fused experts first, on the dense layer's routing
+            expert_records = prune_experts(pruner, layer, li, captured, layer_cfg, prefix)
         records = prune_layer(pruner, layer, li, linears, groups, captured, layer_cfg, prefix, clock)
         report.layers.extend(records[name] for name in linears)
+        report.layers.extend(expert_records)
         report.timings[f"layer_{li}"] = time.perf_counter() - t0
         layer.to(layer_home)
         if device.type == "cuda":
