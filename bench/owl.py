@@ -11,27 +11,9 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import time
 
-import torch
-
-
-def hardware() -> dict:
-    """CPU, cores, memory and load of this machine (and the GPU where there is one)."""
-    info = {"machine": platform.machine(), "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "load_avg": os.getloadavg()}
-    try:
-        with open("/proc/cpuinfo") as fh:
-            info["cpu"] = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
-        with open("/proc/meminfo") as fh:
-            info["mem_gb"] = round(int(fh.readline().split()[1]) / 2**20, 1)
-    except (OSError, StopIteration):
-        pass
-    if torch.cuda.is_available():
-        info["gpu"] = torch.cuda.get_device_name(0)
-    return info
+from hardware import hardware
 
 
 def main() -> None:
