@@ -24,12 +24,12 @@ def main() -> None:
     from calmix.runrecord import versions
 
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--model", default="default")
-    ap.add_argument("--calib", default="c4")
-    ap.add_argument("--nsamples", type=int, default=32)
-    ap.add_argument("--seqlen", type=int, default=512)
-    ap.add_argument("--ppl-windows", type=int, default=16)
-    ap.add_argument("--methods", default="sparsegpt,wanda")
+    ap.add_argument("--model", default="default", help="model spec (default: SmolLM2-135M)")
+    ap.add_argument("--calib", default="c4", help="calibration spec, one set for every configuration")
+    ap.add_argument("--nsamples", type=int, default=32, help="calibration windows")
+    ap.add_argument("--seqlen", type=int, default=512, help="tokens per calibration and perplexity window")
+    ap.add_argument("--ppl-windows", type=int, default=16, help="WikiText-2 test windows")
+    ap.add_argument("--methods", default="sparsegpt,wanda", help="pruners, comma-separated")
     ap.add_argument("--sparsities", default="0.6,0.7")
     ap.add_argument("--owl-lambda", type=float, default=PruneConfig.owl_lambda)
     ap.add_argument("--owl-m", type=float, default=PruneConfig.owl_m)
