@@ -13,6 +13,7 @@ from calmix.errors import CalmixError
 def register(sub: argparse._SubParsersAction) -> None:
     from calmix.prune import PRUNERS
     from calmix.prune.engine import SEQUENTIAL, PruneConfig
+    from calmix.prune.profile import PROFILES
     from calmix.publish import MASKS_FILE
 
     p = sub.add_parser("prune", help="prune a model layer by layer on a calibration set",
@@ -21,6 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--method", default="sparsegpt", help=f"{' | '.join(PRUNERS)} (default sparsegpt)")
     p.add_argument("--sparsity", type=float, default=0.5, help="fraction of weights to prune, in [0, 1)")
     p.add_argument("--pattern", default="unstructured", help="'unstructured' or N:M such as 2:4 (default unstructured)")
+    p.add_argument("--sparsity-profile", default=PruneConfig.sparsity_profile, metavar="|".join([*PROFILES, "FILE"]),
+                   help="per-layer sparsity: uniform, owl (outlier-weighted, mean = --sparsity) or a FILE (JSON list "
+                        "or one number a line, one per decoder layer); default uniform")
+    p.add_argument("--owl-lambda", type=float, default=PruneConfig.owl_lambda,
+                   help=f"OWL: layer sparsities span 2 x lambda around --sparsity (default {PruneConfig.owl_lambda})")
+    p.add_argument("--owl-m", type=float, default=PruneConfig.owl_m,
+                   help=f"OWL: outliers are scores above M x the layer mean (default {PruneConfig.owl_m:g})")
     p.add_argument("--calib", default="c4", help="calibration spec: source name, file, mix:..., selfcal, igsp, a built set")
     p.add_argument("--nsamples", type=int, default=128, help="calibration windows (default 128)")
     p.add_argument("--seqlen", type=int, default=2048, help="tokens per window (default 2048)")
@@ -117,7 +125,17 @@ def _card(args, cfg, report, dtype: str, result: dict):
                      calmix_version=calmix.__version__, ppl=ppl, masks_file=MASKS_FILE if args.save_masks else None,
                      options={"blocksize": cfg.blocksize, "percdamp": cfg.percdamp,
                               "layer inputs": "dense" if cfg.dense_inputs else "pruned (sequential)",
-                              "statistics": f"sequential by {cfg.sequential}"})
+                              "statistics": f"sequential by {cfg.sequential}",
+                              "sparsity profile": profile_text(cfg, report.layer_sparsities)})
+
+
+def profile_text(cfg, sparsities: list[float]) -> str:
+    """The card's line on the per-layer sparsity: the profile, its parameters and the range of layer targets."""
+    if cfg.sparsity_profile == "uniform":
+        return "uniform"
+    head = (f"owl (lambda {cfg.owl_lambda:g}, M {cfg.owl_m:g})" if cfg.sparsity_profile == "owl"
+            else f"file {Path(cfg.sparsity_profile).name}")
+    return f"{head}: layer targets {min(sparsities):.3f}..{max(sparsities):.3f}" if sparsities else head
 
 
 def cmd_prune(args) -> int:
@@ -128,6 +146,7 @@ def cmd_prune(args) -> int:
     from calmix.prune import PRUNERS
     from calmix.prune.engine import PruneConfig, prune_model, validate_config
     from calmix.prune.masks import validate_pattern
+    from calmix.prune.profile import check_profile
     from calmix.publish import MASKS_FILE, check_repo_id, pruned_masks, push_to_hub, save_masks, write_card
     from calmix.runrecord import Timer, atomic_dir, check_writable_dir, run_record, write_json_atomic
 
@@ -140,10 +159,12 @@ def cmd_prune(args) -> int:
     cfg = PruneConfig(method=args.method, sparsity=args.sparsity, pattern=args.pattern, blocksize=args.blocksize,
                       percdamp=args.percdamp, dense_inputs=args.dense_inputs, sequential=args.sequential,
                       include=tuple(args.include or ("*",)), exclude=tuple(args.exclude or ()),
-                      offload=args.offload, batch_size=args.batch_size)
+                      offload=args.offload, batch_size=args.batch_size, sparsity_profile=args.sparsity_profile,
+                      owl_lambda=args.owl_lambda, owl_m=args.owl_m)
     PRUNERS.get(cfg.method)  # fail on bad options before loading anything
     n, m = cfg.nm()
     validate_pattern(cfg.sparsity, n, m, m or 1)
+    check_profile(cfg.sparsity_profile, m, cfg.owl_lambda, cfg.owl_m)
     timer = Timer()
     with timer("load"):  # home: CPU memory; layers stream to the device one at a time
         model, tok = load_model(args.model, device=args.device, dtype=args.dtype, home="cpu",
@@ -174,7 +195,8 @@ def cmd_prune(args) -> int:
         write_card(tmp, _card(args, cfg, report, dtype, {**result, "calib": calib_info}))
         record = run_record("prune", cfg, timer.times, model=args.model, device=args.device, dtype=args.dtype,
                             loaded_dtype=dtype, calib=calib_info,
-                            overall_sparsity=report.sparsity, layers=report.to_dict()["layers"],
+                            overall_sparsity=report.sparsity, layer_sparsities=report.layer_sparsities,
+                            layers=report.to_dict()["layers"],
                             engine_timings=report.timings, layer_peak_memory_mb=report.peak_memory_mb,
                             memory_kind=report.memory_kind, **result)
         write_json_atomic(tmp / "calmix.json", record)
@@ -213,6 +235,7 @@ def cmd_ppl(args) -> int:
 
 def cmd_sparsity(args) -> int:
     from calmix.models import BUILTIN_MODELS, load_model
+    from calmix.prune.coverage import coverage_lines, parameter_coverage
     from calmix.prune.engine import model_sparsity
 
     path = Path(args.model)
@@ -220,6 +243,7 @@ def cmd_sparsity(args) -> int:
         raise CalmixError(f"model folder {args.model} does not exist")
     model, _ = load_model(args.model)
     rep = model_sparsity(model)
+    rep["all_parameters"] = parameter_coverage(model)
     if args.json:
         print(json.dumps(rep, indent=2))
     else:
@@ -227,6 +251,7 @@ def cmd_sparsity(args) -> int:
         values = list(rep["linears"].values())
         if values:
             print(f"per-linear sparsity: min {min(values):.4f}, max {max(values):.4f}")
+        print("\n".join(coverage_lines(rep["all_parameters"])))
     return 0
 
 

@@ -11,6 +11,7 @@ from torch import nn
 from calmix.errors import CalmixError
 from calmix.models import decoder_layers, decoder_layers_name
 from calmix.prune.masks import parse_pattern, validate_pattern
+from calmix.prune.profile import OWL_LAMBDA, OWL_M, check_profile, is_file_profile, read_profile_file
 from calmix.prune.registry import PRUNERS
 from calmix.registry import Registry
 
@@ -37,6 +38,9 @@ class PruneConfig:
     offload: str = "auto"  # where activations live: "auto" (device if it fits), "device", "cpu"
     batch_size: int = 8  # calibration windows per layer forward (the CLI default too)
     err_samples: int = 4  # samples on which the per-linear output reconstruction error is measured
+    sparsity_profile: str = "uniform"  # per-layer sparsity: "uniform", "owl" or a FILE (calmix.prune.profile)
+    owl_lambda: float = OWL_LAMBDA  # OWL: layer sparsities span 2·owl_lambda around the target
+    owl_m: float = OWL_M  # OWL: an outlier is a score above owl_m × its layer's mean score
 
     def nm(self) -> tuple[int, int]:
         """(n, m) of the pattern, (0, 0) for unstructured."""
@@ -73,6 +77,7 @@ class PruneReport:
     device: str = "cpu"
     peak_memory_mb: dict[str, float] = field(default_factory=dict)  # per decoder layer, measured by memory_kind
     memory_kind: str = ""  # "cuda_max_memory_allocated" (since the layer began) or "rss_high_water" (so far)
+    layer_sparsities: list[float] = field(default_factory=list)  # the target of each decoder layer (the profile)
 
     @property
     def sparsity(self) -> float:
@@ -107,14 +112,17 @@ def validate_config(model: nn.Module, cfg: PruneConfig) -> None:
     if cfg.offload not in ("auto", "device", "cpu"):
         raise CalmixError(f"unknown offload '{cfg.offload}': choose auto, device or cpu")
     SEQUENTIAL.get(cfg.sequential)
+    check_profile(cfg.sparsity_profile, m, cfg.owl_lambda, cfg.owl_m)
     if cfg.blocksize < 1 or cfg.batch_size < 1:
         raise CalmixError("blocksize and batch size must be positive integers")
     layers = decoder_layers(model)
     prefix = decoder_layers_name(model)
+    per_layer = (read_profile_file(cfg.sparsity_profile, len(layers)) if is_file_profile(cfg.sparsity_profile)
+                 else [cfg.sparsity] * len(layers))
     ntargets = 0
     for i, layer in enumerate(layers):
         for name, lin in target_linears(layer, f"{prefix}.{i}", cfg).items():
-            validate_pattern(cfg.sparsity, n, m, lin.in_features)
+            validate_pattern(per_layer[i], n, m, lin.in_features)
             ntargets += 1
     if ntargets == 0:
         raise CalmixError(f"no linear layer matches --include {list(cfg.include)} minus --exclude {list(cfg.exclude)}")

@@ -5,6 +5,7 @@ its error and feed the next layer."""
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from functools import partial
 from typing import Callable
 
@@ -18,6 +19,8 @@ from calmix.prune.capture import LayerCalls, activation_device, batches_of, capt
 from calmix.prune.clock import PeakMemory, StageClock
 from calmix.prune.config import (SEQUENTIAL, LayerRecord, PruneConfig, PruneReport,  # noqa: F401 (the public API)
                                  model_sparsity, target_linears, validate_config)
+from calmix.prune.experts import prune_experts, validate_experts
+from calmix.prune.profile import layer_sparsities
 from calmix.prune.registry import PRUNERS, Accumulator, Pruner
 from calmix.prune.sequential import replay_group_by_group
 
@@ -37,6 +40,7 @@ def prune_model(model: nn.Module, calib, cfg: PruneConfig, device: str | torch.d
     """Prune the decoder linears of `model` in place, one decoder layer at a time, on `calib` token windows."""
     t_start = time.perf_counter()
     validate_config(model, cfg)
+    validate_experts(model, cfg)
     pruner = PRUNERS.get(cfg.method)
     ids, mask = _as_calib(calib)
     device = torch.device(device) if device is not None else next(model.parameters()).device
@@ -47,11 +51,15 @@ def prune_model(model: nn.Module, calib, cfg: PruneConfig, device: str | torch.d
     memory = PeakMemory(device)
     report.memory_kind = memory.kind
 
+    layers, layers_name = decoder_layers(model), decoder_layers_name(model)
+    offload = activation_device(model, ids.numel(), device, cfg.offload)
+    with clock("profile"):
+        report.layer_sparsities = layer_sparsities(
+            model, cfg.sparsity_profile, cfg.sparsity, len(layers), batches_of(ids, mask, cfg.batch_size),
+            partial(target_linears, cfg=cfg), device, offload, cfg.owl_lambda, cfg.owl_m)
     with clock("capture"):
-        offload = activation_device(model, ids.numel(), device, cfg.offload)
         captured = capture_layer_calls(model, batches_of(ids, mask, cfg.batch_size), device, offload)
 
-    layers, layers_name = decoder_layers(model), decoder_layers_name(model)
     prune_layer = _prune_layer_by_linears if cfg.sequential == "linear" else _prune_layer_at_once
     known_groups: dict[tuple, list[list[str]]] = {}
     for li in tqdm(range(len(layers)), desc=_progress_label(cfg), unit="layer", disable=not progress):
@@ -67,8 +75,12 @@ def prune_model(model: nn.Module, calib, cfg: PruneConfig, device: str | torch.d
             with clock("replay"):
                 known_groups[shape] = groups_by_input(linears, partial(captured.replay, layer, li, 0))
         groups = known_groups[shape]
-        records = prune_layer(pruner, layer, li, linears, groups, captured, cfg, prefix, clock)
+        layer_cfg = replace(cfg, sparsity=report.layer_sparsities[li])
+        with clock("solve"):  # fused experts first, on the dense layer's routing
+            expert_records = prune_experts(pruner, layer, li, captured, layer_cfg, prefix)
+        records = prune_layer(pruner, layer, li, linears, groups, captured, layer_cfg, prefix, clock)
         report.layers.extend(records[name] for name in linears)
+        report.layers.extend(expert_records)
         report.timings[f"layer_{li}"] = time.perf_counter() - t0
         report.peak_memory_mb[prefix] = round(memory.peak_mb(), 1)
         layer.to(layer_home)

@@ -52,6 +52,9 @@ class StudyConfig:
     percdamp: float = 0.01
     dense_inputs: bool = False  # prune.dense_inputs (or the older prune.true_sequential = not dense_inputs)
     sequential: str = "linear"  # prune.sequential: "linear" (the engine default) or "layer" (calmix.prune.engine.SEQUENTIAL)
+    sparsity_profile: str = "uniform"  # prune.sparsity_profile: uniform, owl or a FILE (calmix.prune.profile)
+    owl_lambda: float = 0.08  # prune.owl_lambda (calmix.prune.profile.OWL_LAMBDA)
+    owl_m: float = 5.0  # prune.owl_m (calmix.prune.profile.OWL_M)
     suite: str = "small-offline"
     limit: int | None = None
     tasks: list[str] | None = None
@@ -87,7 +90,9 @@ class StudyConfig:
                       "mixes": dict(self.mixes), "generated": dict(self.generated)},
             "prune": {"methods": list(self.methods), "sparsities": list(self.sparsities),
                       "patterns": list(self.patterns), "blocksize": self.blocksize, "percdamp": self.percdamp,
-                      "dense_inputs": self.dense_inputs, "sequential": self.sequential},
+                      "dense_inputs": self.dense_inputs, "sequential": self.sequential,
+                      "sparsity_profile": self.sparsity_profile, "owl_lambda": self.owl_lambda,
+                      "owl_m": self.owl_m},
             "eval": evald,
         }
 
@@ -99,6 +104,7 @@ class StudyConfig:
         d.pop("name")
         d.pop("allow_unsafe_exec")  # where code may run changes no score
         d.update(legacy_prune_key(d.pop("dense_inputs"), d.pop("sequential")))
+        d.update(profile_key(d.pop("sparsity_profile"), d.pop("owl_lambda"), d.pop("owl_m")))
         return digest(d, FINGERPRINT_LENGTH)
 
 
@@ -113,6 +119,13 @@ def legacy_prune_key(dense_inputs: bool, sequential: str) -> dict:
     if sequential != LEGACY_SEQUENTIAL:
         key["sequential"] = sequential
     return key
+
+
+def profile_key(profile: str, owl_lambda: float, owl_m: float) -> dict:
+    """How the sparsity profile enters fingerprints and cache keys (nothing for uniform, so older keys hold)."""
+    from calmix.prune.profile import profile_key as key
+
+    return key(profile, owl_lambda, owl_m)
 
 
 def generated_kinds() -> tuple[str, ...]:
@@ -145,7 +158,8 @@ _SCHEMA: dict[str, dict[str, str]] = {
               "generated": "generated"},
     "prune": {"methods": "methods", "sparsities": "sparsities", "patterns": "patterns", "blocksize": "blocksize",
               "percdamp": "percdamp", "dense_inputs": "dense_inputs", "true_sequential": "dense_inputs",
-              "sequential": "sequential"},
+              "sequential": "sequential", "sparsity_profile": "sparsity_profile", "owl_lambda": "owl_lambda",
+              "owl_m": "owl_m"},
     "eval": {"suite": "suite", "limit": "limit", "tasks": "tasks", "seed": "eval_seed",
              "allow_unsafe_exec": "allow_unsafe_exec"},
 }
@@ -214,6 +228,24 @@ def _sequential_modes() -> list[str]:
     from calmix.prune.engine import SEQUENTIAL
 
     return list(SEQUENTIAL)
+
+
+def _parse_profile(cfg: StudyConfig, p: dict) -> None:
+    """prune.sparsity_profile / owl_lambda / owl_m, checked as `calmix prune` checks them; the profile applies to
+    the unstructured cells (an N:M pattern fixes every layer's sparsity)."""
+    from calmix.prune.profile import check_profile
+
+    if "sparsity_profile" in p:
+        cfg.sparsity_profile = _str("prune.sparsity_profile", p["sparsity_profile"])
+    for key in ("owl_lambda", "owl_m"):
+        if key in p:
+            if isinstance(p[key], bool) or not isinstance(p[key], (int, float)):
+                raise _err(f"prune.{key}", f"must be a number, got {p[key]!r}")
+            setattr(cfg, key, float(p[key]))
+    try:
+        check_profile(cfg.sparsity_profile, 0, cfg.owl_lambda, cfg.owl_m)
+    except CalmixError as exc:
+        raise _err("prune.sparsity_profile", f"is not usable: {exc}") from None
 
 
 def _known_pruners() -> list[str]:
@@ -337,6 +369,7 @@ def parse_config(data: dict, where: str = "config") -> StudyConfig:
         if p["sequential"] not in modes:
             raise _err("prune.sequential", f"must be one of {', '.join(modes)}, got {p['sequential']!r}")
         cfg.sequential = p["sequential"]
+    _parse_profile(cfg, p)
     if "suite" in e:
         cfg.suite = _str("eval.suite", e["suite"])
     if "limit" in e:

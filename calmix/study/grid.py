@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from calmix.fingerprint import digest
-from calmix.study.config import StudyConfig, legacy_prune_key
+from calmix.study.config import StudyConfig, legacy_prune_key, profile_key
 
 KEY_LENGTH = 20  # hex characters of the keys of cells, calibration sets and dense evaluations
 
@@ -49,16 +49,19 @@ def dense_key(cfg: StudyConfig) -> str:
 
 
 def prune_params(cfg: StudyConfig, cell: Cell) -> dict:
-    """Keyword arguments of PruneConfig for a cell."""
+    """Keyword arguments of PruneConfig for a cell (the sparsity profile for unstructured cells only)."""
+    profile = cfg.sparsity_profile if cell.pattern == "unstructured" else "uniform"
     return {"method": cell.pruner, "sparsity": cell.sparsity, "pattern": cell.pattern,
             "blocksize": cfg.blocksize, "percdamp": cfg.percdamp, "dense_inputs": cfg.dense_inputs,
-            "sequential": cfg.sequential}
+            "sequential": cfg.sequential, "sparsity_profile": profile, "owl_lambda": cfg.owl_lambda,
+            "owl_m": cfg.owl_m}
 
 
 def prune_key(cfg: StudyConfig, cell: Cell) -> dict:
     """The pruning parameters as cache keys hold them (see legacy_prune_key)."""
     params = prune_params(cfg, cell)
     legacy = legacy_prune_key(params.pop("dense_inputs"), params.pop("sequential"))
+    legacy.update(profile_key(params.pop("sparsity_profile"), params.pop("owl_lambda"), params.pop("owl_m")))
     return {**params, **legacy}
 
 
