@@ -36,7 +36,7 @@ def versions() -> dict[str, str]:
 CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # what selects torch's bf16/fp32 kernels
 
 
-def _cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str | None, set[str], int | None]:
+def cpu_info(path: str = "/proc/cpuinfo") -> tuple[str | None, set[str], int | None]:
     """(model name, flags, physical cores) from /proc/cpuinfo; (None, empty, None) where there is none."""
     try:
         text = Path(path).read_text(errors="replace")
@@ -59,7 +59,7 @@ def _cpuinfo(path: str = "/proc/cpuinfo") -> tuple[str | None, set[str], int | N
 
 def hardware() -> dict[str, Any]:
     """The machine a run's numbers come from: CPU model, flags and core counts, GPU, torch and transformers."""
-    model, flags, cores = _cpuinfo()
+    model, flags, cores = cpu_info()
     threads = os.cpu_count()
     cpu: dict[str, Any] = {"model": model or platform.processor() or platform.machine(),
                            "flags": {f: f in flags for f in CPU_FLAGS} if flags else None,

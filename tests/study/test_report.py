@@ -77,3 +77,21 @@ def test_report_of_missing_or_empty_study(tmp_path):
     with pytest.raises(CalmixError, match="holds no study"):
         report_study(tmp_path / "nothing")
     assert main(["study", "report", str(tmp_path / "nothing")]) == 2
+
+
+def test_report_prints_the_machines_that_computed_the_cells(tmp_path, fake_study):
+    from calmix.runrecord import hardware, hardware_line
+    from calmix.study.folder import HARDWARE_META
+    from calmix.study.store import Store
+
+    out = tmp_path / "study"
+    fake_study(out)
+    md = report_study(out)["markdown"].read_text()
+    section = md.split("## Hardware")[1].split("\n## ")[0]
+    assert "Cells computed on this machine" in section and hardware_line(hardware()) in section
+    other = {"cpu": {"model": "Other CPU", "cores": 4, "threads": 8, "flags": None}, "gpu": None,
+             "torch": "2.0", "transformers": "4.0"}
+    with Store(out) as store:
+        store.set_meta(HARDWARE_META, store.get_meta(HARDWARE_META) + [other])
+    md = report_study(out)["markdown"].read_text()
+    assert "Cells computed on 2 machines" in md and "Other CPU, 4 cores / 8 threads; no GPU" in md
