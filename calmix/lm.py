@@ -74,6 +74,39 @@ def join_token(tokenizer, model=None) -> int:
     raise CalmixError("the tokenizer has no EOS token to join documents: use a tokenizer with eos_token")
 
 
+def bos_prefix(tokenizer) -> list[int]:
+    """[BOS id] if the tokenizer itself puts BOS before encoded text (so the model was trained on windows that
+    start with it), else []: the one place that decides whether a scored window starts with BOS."""
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if not isinstance(bos, int):
+        return []
+    # the tokenizer's own behaviour is the ground truth; add_bos_token only when it cannot be probed
+    probe = "a b"
+    try:
+        full = list(tokenizer.encode(probe, add_special_tokens=True))
+        plain = list(tokenizer.encode(probe, add_special_tokens=False))
+    except (TypeError, AttributeError, ValueError):
+        return [bos] if getattr(tokenizer, "add_bos_token", False) is True else []
+    return [bos] if full[:1] == [bos] and plain[:1] != [bos] else []
+
+
+def with_prefix(seq: Sequence[int], prefix: Sequence[int]) -> list[int]:
+    """seq with prefix in front, unless it already starts with it (a window built with BOS keeps one)."""
+    seq = list(seq)
+    n = len(prefix)
+    return seq if n == 0 or seq[:n] == list(prefix) else list(prefix) + seq
+
+
+def context_ids(tokenizer, text: str, prefix: Sequence[int] | None = None) -> list[int]:
+    """Ids of a scored context: BOS (bos_prefix, or the given prefix) + text without special tokens; an empty
+    context is the start token alone (BOS, else EOS, as lm-eval)."""
+    ids = list(tokenizer.encode(text, add_special_tokens=False)) if text else []
+    if not ids:
+        return [start_token(tokenizer)]
+    prefix = bos_prefix(tokenizer) if prefix is None else prefix
+    return list(prefix) + ids
+
+
 def pad_token(tokenizer, default: int) -> int:
     """The tokenizer's pad id, else default (padding is masked, so any id in the vocabulary works)."""
     pid = getattr(tokenizer, "pad_token_id", None)
@@ -134,9 +167,11 @@ def perplexities(model, input_ids: torch.Tensor, attention_mask: torch.Tensor | 
 
 
 def sequence_perplexities(model, seqs: Sequence[Sequence[int]], batch_size: int = 8,
-                          device: str | torch.device = "cpu") -> list[float]:
-    """Dense perplexity of each token sequence (right-padded batches; fewer than 2 tokens -> inf)."""
+                          device: str | torch.device = "cpu", prefix: Sequence[int] = ()) -> list[float]:
+    """Dense perplexity of each token sequence (right-padded batches; fewer than 2 tokens -> inf); with a prefix
+    (bos_prefix) every sequence is scored after it, so its first token is predicted too."""
     out = [math.inf] * len(seqs)
+    seqs = [with_prefix(s, prefix) if len(s) else [] for s in seqs]
     idx = [i for i, s in enumerate(seqs) if len(s) >= 2]
     if not idx:
         return out
@@ -149,8 +184,13 @@ def sequence_perplexities(model, seqs: Sequence[Sequence[int]], batch_size: int 
 
 @torch.no_grad()
 def stream_perplexity(model, input_ids: torch.Tensor, seqlen: int, device: str | torch.device | None = None,
-                      batch_size: int = 1, max_windows: int | None = None, progress: bool = True) -> dict:
-    """Perplexity over non-overlapping seqlen windows of a 1-D token stream (the tail is dropped), as SparseGPT."""
+                      batch_size: int = 1, max_windows: int | None = None, progress: bool = True,
+                      bos: Sequence[int] = ()) -> dict:
+    """Perplexity over non-overlapping seqlen windows of a 1-D token stream (the tail is dropped), as SparseGPT.
+
+    With bos=[id] (bos_prefix) the first token of every window is replaced by BOS: the windows, their count and
+    the scored targets (tokens 2..seqlen of each window) are exactly those without BOS, only the context differs.
+    """
     ids = input_ids.reshape(-1)
     nwin = ids.numel() // seqlen
     if max_windows is not None:
@@ -158,7 +198,11 @@ def stream_perplexity(model, input_ids: torch.Tensor, seqlen: int, device: str |
     if nwin == 0:
         raise CalmixError(f"the text has {ids.numel()} tokens, fewer than one window of {seqlen}: lower --seqlen")
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    windows = ids[: nwin * seqlen].view(nwin, seqlen)
+    windows = ids[: nwin * seqlen].view(nwin, seqlen).clone()
+    if len(bos) > 1:
+        raise CalmixError(f"a window starts with at most one BOS token, got {list(bos)}")
+    if bos:
+        windows[:, 0] = int(bos[0])
     nll_sum, count = 0.0, 0
     for i in tqdm(range(0, nwin, batch_size), desc="perplexity", unit="win", disable=not progress):
         batch = windows[i:i + batch_size].to(device)
@@ -168,4 +212,5 @@ def stream_perplexity(model, input_ids: torch.Tensor, seqlen: int, device: str |
         nll_sum += float(nll)
         count += batch[:, 1:].numel()
     mean = nll_sum / count
-    return {"ppl": math.exp(mean), "nll": mean, "windows": nwin, "seqlen": seqlen, "tokens": count}
+    return {"ppl": math.exp(mean), "nll": mean, "windows": nwin, "seqlen": seqlen, "tokens": count,
+            "bos": int(bos[0]) if bos else None}

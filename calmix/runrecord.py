@@ -33,6 +33,65 @@ def versions() -> dict[str, str]:
     return out
 
 
+CPU_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16")  # what selects torch's bf16/fp32 kernels
+
+
+def cpu_info(path: str = "/proc/cpuinfo") -> tuple[str | None, set[str], int | None]:
+    """(model name, flags, physical cores) from /proc/cpuinfo; (None, empty, None) where there is none."""
+    try:
+        text = Path(path).read_text(errors="replace")
+    except OSError:
+        return None, set(), None
+    model, flags, cores, phys = None, set(), set(), None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key == "model name" and model is None:
+            model = value
+        elif key == "flags" and not flags:
+            flags = set(value.split())
+        elif key == "physical id":
+            phys = value
+        elif key == "core id":
+            cores.add((phys, value))
+    return model, flags, len(cores) or None
+
+
+def hardware() -> dict[str, Any]:
+    """The machine a run's numbers come from: CPU model, flags and core counts, GPU, torch and transformers."""
+    model, flags, cores = cpu_info()
+    threads = os.cpu_count()
+    cpu: dict[str, Any] = {"model": model or platform.processor() or platform.machine(),
+                           "flags": {f: f in flags for f in CPU_FLAGS} if flags else None,
+                           "cores": cores or threads, "threads": threads}
+    with contextlib.suppress(AttributeError):
+        cpu["usable_threads"] = len(os.sched_getaffinity(0))
+    out: dict[str, Any] = {"cpu": cpu, "gpu": None, "machine": platform.machine(), "system": platform.platform()}
+    v = versions()
+    out.update({k: v.get(k) for k in ("torch", "transformers")})
+    with contextlib.suppress(Exception):
+        import torch
+
+        cpu["torch_threads"] = torch.get_num_threads()
+        if torch.cuda.is_available():
+            props = [torch.cuda.get_device_properties(i) for i in range(torch.cuda.device_count())]
+            out["gpu"] = {"name": props[0].name, "count": len(props),
+                          "memory_gib": round(props[0].total_memory / 2**30, 1), "cuda": torch.version.cuda}
+    return out
+
+
+def hardware_line(hw: dict[str, Any]) -> str:
+    """One line naming the hardware of a `hardware()` record, for reports and README tables."""
+    cpu = hw.get("cpu") or {}
+    flags = cpu.get("flags")
+    has = [f for f, on in flags.items() if on] if flags else []
+    text = f"{cpu.get('model', '?')}, {cpu.get('cores', '?')} cores / {cpu.get('threads', '?')} threads"
+    text += f" ({', '.join(has) if has else 'no ' + '/'.join(CPU_FLAGS)})" if flags is not None else ""
+    gpu = hw.get("gpu")
+    text += f"; GPU {gpu['count']} x {gpu['name']} ({gpu['memory_gib']} GiB, CUDA {gpu['cuda']})" if gpu else "; no GPU"
+    return text + f"; torch {hw.get('torch', '?')}, transformers {hw.get('transformers', '?')}"
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB."""
     kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -138,6 +197,7 @@ def run_record(command: str, config: Any, timings: dict[str, float] | None = Non
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "config": to_jsonable(config),
         "versions": versions(),
+        "hardware": hardware(),
         "timings_s": timings or {},
         "peak_rss_mb": round(peak_rss_mb(), 1),
     }

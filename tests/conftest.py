@@ -46,6 +46,19 @@ def tiny_tokenizer():
     return build()
 
 
+@pytest.fixture(scope="session")
+def tiny_bos_tokenizer():
+    """The tiny tokenizer made to put BOS (<|im_start|> = 1) before encoded text, as Gemma's tokenizer does."""
+    from tokenizers import processors
+
+    from calmix.models import tiny_tokenizer as build
+
+    t = build()
+    t._tokenizer.post_processor = processors.TemplateProcessing(single="<|im_start|> $A",
+                                                                special_tokens=[("<|im_start|>", 1)])
+    return t
+
+
 @pytest.fixture()
 def tiny_model(tiny_tokenizer):
     """A fresh tiny random LLaMA (2 layers, d=64) whose vocabulary matches tiny_tokenizer."""

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from calmix.errors import CalmixError
-from calmix.lm import (eos_tokens, join_token, output_vocab, pad_rows, pad_token, perplexities, positions,
-                       sequence_perplexities, start_token, stream_perplexity, token_nll)
+from calmix.lm import (bos_prefix, context_ids, eos_tokens, join_token, output_vocab, pad_rows, pad_token,
+                       perplexities, positions, sequence_perplexities, start_token, stream_perplexity, token_nll,
+                       with_prefix)
 
 
 def tok(**ids) -> SimpleNamespace:
@@ -84,6 +85,35 @@ def test_special_tokens_of_the_tiny_pair(tiny_model, tiny_tokenizer):
     assert output_vocab(tiny_model) == len(tiny_tokenizer)
 
 
+def test_bos_prefix_follows_what_the_tokenizer_does(tiny_tokenizer, tiny_bos_tokenizer):
+    assert tiny_tokenizer.encode("ab")[:1] != [1] and bos_prefix(tiny_tokenizer) == []
+    assert tiny_bos_tokenizer.encode("ab")[:1] == [1] and bos_prefix(tiny_bos_tokenizer) == [1]
+    assert bos_prefix(tok(eos_token_id=2)) == []  # no BOS token at all
+
+
+def test_bos_prefix_reads_add_bos_token_where_it_cannot_probe():
+    assert bos_prefix(tok(bos_token_id=7, add_bos_token=True)) == [7]
+    assert bos_prefix(tok(bos_token_id=7, add_bos_token=False)) == []
+
+
+def test_with_prefix_adds_bos_once():
+    assert with_prefix([5, 6], [1]) == [1, 5, 6]
+    assert with_prefix([1, 5, 6], [1]) == [1, 5, 6]
+    assert with_prefix([5, 6], []) == [5, 6]
+
+
+def test_context_ids_start_with_bos_where_the_tokenizer_adds_one(tiny_tokenizer, tiny_bos_tokenizer):
+    plain = tiny_tokenizer.encode("ab", add_special_tokens=False)
+    assert context_ids(tiny_tokenizer, "ab") == plain
+    assert context_ids(tiny_bos_tokenizer, "ab") == [1] + plain
+    assert context_ids(tiny_bos_tokenizer, "") == [1] == context_ids(tiny_tokenizer, "")  # the start token alone
+    assert context_ids(tiny_bos_tokenizer, "ab", prefix=[]) == plain
+
+
+def test_default_tokenizer_adds_no_bos(default_tokenizer):
+    assert bos_prefix(default_tokenizer) == []
+
+
 # ----------------------------------------------------------------------------------------------- NLL / perplexity
 
 def oracle_nll(model, ids: list[int]) -> tuple[float, int]:
@@ -150,3 +180,24 @@ def test_stream_perplexity_over_windows_drops_the_tail(tiny_model_small_vocab):
     assert stream_perplexity(model, stream, seqlen=8, max_windows=2, progress=False)["windows"] == 2
     with pytest.raises(CalmixError, match="fewer than one window"):
         stream_perplexity(model, stream, seqlen=64, progress=False)
+
+
+def test_stream_perplexity_with_bos_replaces_each_window_start(tiny_model_small_vocab):
+    model = tiny_model_small_vocab
+    stream = torch.randint(3, 256, (1, 35), generator=torch.Generator().manual_seed(1))
+    res = stream_perplexity(model, stream, seqlen=8, progress=False, bos=[1])
+    windows = [[1] + stream[0, k * 8 + 1:(k + 1) * 8].tolist() for k in range(4)]
+    total = sum(oracle_nll(model, w)[0] for w in windows)
+    assert res["windows"] == 4 and res["tokens"] == 28 and res["bos"] == 1  # same windows and targets as without
+    assert res["nll"] == pytest.approx(total / 28, rel=1e-5)
+    assert stream[0, 0] != 1  # the caller's stream is left as it was
+    assert stream_perplexity(model, stream, seqlen=8, progress=False)["bos"] is None
+
+
+def test_sequence_perplexities_after_a_prefix(tiny_model_small_vocab):
+    model = tiny_model_small_vocab
+    got = sequence_perplexities(model, [[5, 9, 200], [1, 8, 3], [42], []], prefix=[1])
+    for i, seq in ((0, [1, 5, 9, 200]), (1, [1, 8, 3]), (2, [1, 42])):
+        s, c = oracle_nll(model, seq)
+        assert got[i] == pytest.approx(math.exp(s / c), rel=1e-5)
+    assert got[3] == math.inf

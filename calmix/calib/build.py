@@ -17,11 +17,12 @@ from calmix.calib.generated import generate_set
 from calmix.calib.sources import Source
 from calmix.calib.spec import ParsedSpec, SpecPart, largest_remainder, parse_spec
 from calmix.errors import CalmixError
-from calmix.lm import join_token
+from calmix.lm import bos_prefix, join_token
 
 BUILD_VERSION = 1  # bump when the window-drawing convention changes (invalidates the cache)
 TOKEN_BUDGET_FACTOR = 4  # tokenize documents until the stream holds this many times the requested tokens
-
+BOS_CHOICES = ("auto", "yes", "no")
+DEFAULT_BOS = "auto"  # measured: see bench/bos.py (SparseGPT 60%, default model and gemma3-270m)
 
 
 @dataclass
@@ -33,6 +34,22 @@ class _Built:
 
 
 # ------------------------------------------------------------------------------------------ parsing
+
+def resolve_bos(bos: str, tokenizer) -> int | None:
+    """The BOS id that starts every document window (None: plain windows) for --bos auto|yes|no: auto = where
+    the tokenizer itself adds BOS (calmix.lm.bos_prefix), yes = the tokenizer's BOS token always."""
+    if bos not in BOS_CHOICES:
+        raise CalmixError(f"calibration bos must be one of {', '.join(BOS_CHOICES)}, got {bos!r}")
+    if bos == "no":
+        return None
+    if bos == "auto":
+        prefix = bos_prefix(tokenizer)
+        return prefix[0] if prefix else None
+    tid = getattr(tokenizer, "bos_token_id", None)
+    if not isinstance(tid, int):
+        raise CalmixError("calibration bos=yes but the tokenizer has no BOS token: use bos=auto or bos=no")
+    return tid
+
 
 def derive_seed(seed: int, label: str) -> int:
     """A per-component seed from the set seed and the component's label (stable across mixes)."""
@@ -97,7 +114,7 @@ def draw_windows(stream: torch.Tensor, count: int, seqlen: int, seed: int) -> tu
     return stream[idx], starts.tolist()
 
 
-def _build_docs_part(part: SpecPart, tokenizer, count: int, seqlen: int, seed: int) -> _Built:
+def _build_docs_part(part: SpecPart, tokenizer, count: int, seqlen: int, seed: int, bos: int | None) -> _Built:
     src = part.source()
     ok, why = src.available()
     if not ok:
@@ -108,6 +125,9 @@ def _build_docs_part(part: SpecPart, tokenizer, count: int, seqlen: int, seed: i
         raise CalmixError(f"source {part.label} has only {stream.numel()} tokens ({info['docs_total']} documents); "
                           f"a window needs {seqlen}: lower --seqlen or add data")
     ids, starts = draw_windows(stream, count, seqlen, seed)
+    if bos is not None:
+        # the same draws as without BOS, first token replaced: the two sets differ only in their BOS
+        ids[:, 0] = bos
     info.update(origin=src.origin(), where=why, version=src.version,
                 overlap=bool(count * seqlen > stream.numel()))
     return _Built(ids, None, info, starts)
@@ -125,8 +145,9 @@ def _build_gen_part(part: SpecPart, model, tokenizer, count: int, seqlen: int, s
 
 
 def cache_key(parsed: ParsedSpec, counts: list[int], tokenizer, nsamples: int, seqlen: int, seed: int,
-              model=None, device="cpu") -> str:
-    """Hash of everything that defines a built set."""
+              model=None, device="cpu", bos: int | None = None) -> str:
+    """Hash of everything that defines a built set (bos only when windows start with it, so that plain sets
+    keep the keys they had before the option existed)."""
     comps = []
     for (part, w), c in zip(parsed.parts, counts):
         ver = "model" if part.kind == "gen" else part.source().version
@@ -136,12 +157,15 @@ def cache_key(parsed: ParsedSpec, counts: list[int], tokenizer, nsamples: int, s
     if parsed.needs_model:
         key["model"] = model_info(model) if model is not None else None
         key["device"] = str(device)
+    if bos is not None:
+        key["bos"] = bos
     return fingerprint.digest(key, 24)
 
 
 def build_calib(spec: str | ParsedSpec, tokenizer, nsamples: int, seqlen: int, seed: int = 0, model=None,
-                cache_dir=None, device="cpu", use_cache: bool = True) -> CalibSet:
-    """Build the calibration set a spec describes (nsamples x seqlen token windows), using the disk cache."""
+                cache_dir=None, device="cpu", use_cache: bool = True, bos: str = DEFAULT_BOS) -> CalibSet:
+    """Build the calibration set a spec describes (nsamples x seqlen token windows), using the disk cache;
+    bos (auto|yes|no, resolve_bos) says whether document windows start with BOS (generators start their own)."""
     parsed = spec if isinstance(spec, ParsedSpec) else parse_spec(spec)
     if parsed.kind == "set":
         return CalibSet.load(parsed.path)
@@ -150,8 +174,9 @@ def build_calib(spec: str | ParsedSpec, tokenizer, nsamples: int, seqlen: int, s
     if parsed.needs_model and model is None:
         gen = next(p.name for p, _ in parsed.parts if p.kind == "gen")
         raise CalmixError(f"{gen} generates its calibration data with the model: it needs --model")
+    bos_id = resolve_bos(bos, tokenizer)
     counts = largest_remainder([w for _, w in parsed.parts], nsamples)
-    key = cache_key(parsed, counts, tokenizer, nsamples, seqlen, seed, model, device)
+    key = cache_key(parsed, counts, tokenizer, nsamples, seqlen, seed, model, device, bos_id)
     path = None
     if use_cache:
         from calmix.paths import cache_dir as default_cache
@@ -171,7 +196,7 @@ def build_calib(spec: str | ParsedSpec, tokenizer, nsamples: int, seqlen: int, s
         if part.kind == "gen":
             b = _build_gen_part(part, model, tokenizer, count, seqlen, sub, device)
         else:
-            b = _build_docs_part(part, tokenizer, count, seqlen, sub)
+            b = _build_docs_part(part, tokenizer, count, seqlen, sub, bos_id)
         built.append((part, count, b))
     ids = torch.cat([b.ids.long() for _, _, b in built])
     mask = None
@@ -187,6 +212,7 @@ def build_calib(spec: str | ParsedSpec, tokenizer, nsamples: int, seqlen: int, s
         "nsamples": nsamples,
         "seqlen": seqlen,
         "seed": seed,
+        "bos": {"option": bos, "token": bos_id},
         "components": [{"label": p.label, "kind": p.kind, "dimension": p.source().dimension if p.kind != "gen" else "Self",
                         "weight": str(w), "windows": c, **({k: v for k, v in b.info.items()} if b else {})}
                        for (p, w), c, b in _with_built(parsed, counts, built)],

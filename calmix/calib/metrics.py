@@ -12,7 +12,7 @@ import torch
 
 from calmix.calib.calibset import CalibSet
 from calmix.errors import CalmixError
-from calmix.lm import perplexities
+from calmix.lm import bos_prefix, pad_rows, perplexities, with_prefix
 
 DEFINITIONS = {
     "ntokens": "number of real (attention_mask=1) tokens",
@@ -27,7 +27,8 @@ DEFINITIONS = {
     "compression": "zlib (level 9) compression ratio: UTF-8 bytes of the decoded text / compressed bytes "
                    "(set: decoded samples joined with newlines); needs a tokenizer",
     "ppl": "dense-model perplexity: exp(mean next-token NLL) over predicted tokens whose token and context token "
-           "are real; set 'ppl' is token-pooled exp(sum NLL / sum count), 'ppl_mean' the mean of per-sample values",
+           "are real, each sample scored after BOS where the tokenizer adds one (a sample that starts with BOS "
+           "as is); set 'ppl' is token-pooled exp(sum NLL / sum count), 'ppl_mean' the mean of per-sample values",
 }
 
 
@@ -169,7 +170,12 @@ def set_metrics(calib: CalibSet, model=None, tokenizer=None, device: str | torch
     set_["agg4_mean"] = float(np.nanmean([s["agg4"] for s in samples])) if any(
         not math.isnan(s["agg4"]) for s in samples) else float("nan")
     if model is not None:
-        pp = perplexities(model, calib.input_ids, calib.attention_mask, batch_size=batch_size, device=device)
+        prefix = bos_prefix(tokenizer) if tokenizer is not None else []
+        if prefix:
+            ids, mask = pad_rows([with_prefix(r, prefix) for r in rows])
+        else:
+            ids, mask = calib.input_ids, calib.attention_mask
+        pp = perplexities(model, ids, mask, batch_size=batch_size, device=device)
         for s, p in zip(samples, pp["per_sample"]):
             s["ppl"] = p
         set_["ppl"] = pp["ppl"]

@@ -34,6 +34,7 @@ def register(subparsers) -> None:
 def _common(p: argparse.ArgumentParser, what: str) -> None:
     from calmix.calib.spec import PRESETS
     from calmix.commands.options import add_model_args, model_help
+    from calmix.calib.build import BOS_CHOICES, DEFAULT_BOS
     from calmix.calib.generated import GENERATORS
 
     p.add_argument("spec", metavar=what, help="source name, file:PATH[:FIELD], hub:ID[:CONFIG][:SPLIT][:FIELD], "
@@ -42,6 +43,9 @@ def _common(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--nsamples", type=int, default=128)
     p.add_argument("--seqlen", type=int, default=2048)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--bos", default=DEFAULT_BOS, choices=list(BOS_CHOICES),
+                   help="document windows start with BOS: auto = where the tokenizer adds one (default "
+                        f"{DEFAULT_BOS}), yes, no")
     add_model_args(p)
     p.add_argument("--no-cache", action="store_true", help="do not read or write the calibration cache")
 
@@ -120,7 +124,7 @@ def _build(args):
     model, tok = _load(args, parsed.needs_model)
     with _placed(args, model):
         calib = build_calib(parsed, tok, args.nsamples, args.seqlen, seed=args.seed, model=model,
-                            device=args.device, use_cache=not args.no_cache)
+                            device=args.device, use_cache=not args.no_cache, bos=args.bos)
     return parsed, model, tok, calib
 
 
@@ -162,7 +166,7 @@ def cmd_metrics(args) -> int:
                                 max_memory=args.max_gpu_memory)
         with _placed(args, model):
             calib = build_calib(parsed, tok, args.nsamples, args.seqlen, seed=args.seed, model=model,
-                                device=args.device, use_cache=not args.no_cache)
+                                device=args.device, use_cache=not args.no_cache, bos=args.bos)
     with timer("metrics"), _placed(args, model):
         result = set_metrics(calib, model=model, tokenizer=tok, device=args.device, batch_size=args.batch_size)
     print(f"metrics of {parsed.canonical} ({calib.nsamples} x {calib.seqlen}):")

@@ -11,6 +11,7 @@ from calmix.errors import CalmixError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
+    from calmix.calib.build import BOS_CHOICES, DEFAULT_BOS
     from calmix.prune import PRUNERS
     from calmix.prune.engine import SEQUENTIAL, PruneConfig
     from calmix.prune.profile import PROFILES
@@ -33,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--nsamples", type=int, default=128, help="calibration windows (default 128)")
     p.add_argument("--seqlen", type=int, default=2048, help="tokens per window (default 2048)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration windows (default 0)")
+    p.add_argument("--calib-bos", default=DEFAULT_BOS, choices=list(BOS_CHOICES),
+                   help="calibration windows start with BOS: auto (where the tokenizer adds one; default), yes, no")
     p.add_argument("--blocksize", type=int, default=128, help="SparseGPT column block size (default 128)")
     p.add_argument("--percdamp", type=float, default=0.01, help="SparseGPT damping, fraction of mean diag(H)")
     p.add_argument("--dense-inputs", action="store_true",
@@ -81,7 +84,7 @@ def _calib_set(args, tokenizer, model):
     parsed = parse_spec(args.calib)
     with on_device(model, args.device, args.max_gpu_memory) if parsed.needs_model else contextlib.nullcontext():
         return build_calib(parsed, tokenizer, nsamples=args.nsamples, seqlen=args.seqlen, seed=args.seed,
-                           model=model, device=args.device)
+                           model=model, device=args.device, bos=args.calib_bos)
 
 
 def _ppl(args, model, tok) -> dict:
@@ -185,7 +188,7 @@ def cmd_prune(args) -> int:
     dtype = dtype_name(next(model.parameters()).dtype)
     calib_card = {k: v for k, v in calib.card.items() if k not in ("texts", "generations")}
     calib_info = {"spec": args.calib, "nsamples": args.nsamples, "seqlen": args.seqlen, "seed": args.seed,
-                  "card": calib_card}
+                  "bos": args.calib_bos, "card": calib_card}
     with atomic_dir(out) as tmp:
         with timer("save"):
             model.save_pretrained(tmp)  # in the dtype the model was loaded in

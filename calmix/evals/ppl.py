@@ -6,6 +6,7 @@ from pathlib import Path
 
 from calmix.data.reserved import WIKITEXT2_HUB, eval_file, eval_path
 from calmix.errors import CalmixError
+from calmix.lm import bos_prefix
 from calmix.lm import stream_perplexity as perplexity  # the name callers import
 
 
@@ -50,10 +51,12 @@ def text_of(data: str) -> tuple[str, str]:
 
 
 def dataset_perplexity(model, tokenizer, data: str = "wikitext2", seqlen: int = 2048, device=None,
-                       max_windows: int | None = None, progress: bool = True) -> dict:
-    """Perplexity of model on a named dataset or file, joined as in SparseGPT ('\\n\\n' between records)."""
+                       max_windows: int | None = None, progress: bool = True, bos: bool = True) -> dict:
+    """Perplexity of model on a named dataset or file, joined as in SparseGPT ('\\n\\n' between records); each
+    window starts with BOS where the tokenizer adds one (bos=False: the plain SparseGPT windows)."""
     text, label = text_of(data)
     ids = tokenizer(text, return_tensors="pt", add_special_tokens=False).input_ids
-    out = perplexity(model, ids, seqlen, device=device, max_windows=max_windows, progress=progress)
+    out = perplexity(model, ids, seqlen, device=device, max_windows=max_windows, progress=progress,
+                     bos=bos_prefix(tokenizer) if bos else [])
     out["data"] = label
     return out

@@ -11,7 +11,7 @@ from tqdm.auto import tqdm
 
 from calmix.errors import CalmixError
 from calmix.evals.loglik import ContScore, loglikelihood_groups, max_context
-from calmix.lm import pad_rows, pad_token, start_token
+from calmix.lm import bos_prefix, context_ids, pad_rows, pad_token, start_token
 
 
 # ---------------------------------------------------------------------------------------------- tokenisation
@@ -27,14 +27,15 @@ def encode(tokenizer, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False))
 
 
-def encode_pair(tokenizer, context: str, continuation: str) -> tuple[list[int], list[int]]:
-    """Context and continuation ids; trailing spaces of the context move to the continuation (as lm-eval)."""
+def encode_pair(tokenizer, context: str, continuation: str,
+                bos: Sequence[int] | None = None) -> tuple[list[int], list[int]]:
+    """Context and continuation ids; trailing spaces of the context move to the continuation (as lm-eval); the
+    context starts with BOS where the tokenizer adds one (calmix.lm.context_ids; bos: bos_prefix computed once)."""
     n_spaces = len(context) - len(context.rstrip())
     if n_spaces:
         continuation = context[-n_spaces:] + continuation
         context = context[:-n_spaces]
-    ctx = encode(tokenizer, context) if context else [start_token(tokenizer)]  # BOS, else EOS, as lm-eval
-    return ctx, encode(tokenizer, continuation)
+    return context_ids(tokenizer, context, bos), encode(tokenizer, continuation)
 
 
 # ---------------------------------------------------------------------------------------------- log-likelihood
@@ -53,8 +54,9 @@ def mc_item_groups(tokenizer, contexts: Sequence[str], continuations: Sequence[s
     groups: list[tuple[list[int], list[list[int]]]] = []
     seen: dict[tuple[int, ...], int] = {}
     where = []
+    bos = bos_prefix(tokenizer)
     for ctx_s, cont_s in zip(contexts, continuations):
-        ctx, cont = encode_pair(tokenizer, ctx_s, cont_s)
+        ctx, cont = encode_pair(tokenizer, ctx_s, cont_s, bos)
         k = tuple(ctx)
         if k not in seen:
             seen[k] = len(groups)
@@ -98,7 +100,9 @@ def score_probe_items(model, tokenizer, items: Sequence[dict], batch_size: int =
                       progress: bool = False, desc: str = "probe") -> list[dict]:
     """Per-item NLL of item['reference'] given item['context'] (reference tokens only): nll sum and token count."""
     require_tokenizer(tokenizer)
-    groups = [(ctx, [cont]) for ctx, cont in (encode_pair(tokenizer, it["context"], it["reference"]) for it in items)]
+    bos = bos_prefix(tokenizer)
+    groups = [(ctx, [cont]) for ctx, cont in (encode_pair(tokenizer, it["context"], it["reference"], bos)
+                                              for it in items)]
     res = loglikelihood_groups(model, groups, batch_size=batch_size, device=device, progress=progress, desc=desc)
     return [{"nll": -r[0].logprob, "ntokens": r[0].ntokens} for r in res]
 
@@ -129,7 +133,8 @@ def generate_greedy(model, tokenizer, prompts: Sequence[str], stop: Sequence[str
     """Greedy completions of prompts, batched with left padding (length-sorted), cut at the first stop sequence."""
     require_tokenizer(tokenizer)
     device = torch.device(device)
-    enc = [encode(tokenizer, p) or [start_token(tokenizer)] for p in prompts]
+    bos = bos_prefix(tokenizer)
+    enc = [context_ids(tokenizer, p, bos) for p in prompts]
     max_len = max_context(model)
     enc = [e[-max(1, max_len - max_new_tokens):] for e in enc]
     pad = pad_token(tokenizer, start_token(tokenizer))

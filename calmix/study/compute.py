@@ -61,7 +61,8 @@ def compute_calib(cfg: StudyConfig, spec: str, seed: int, device: str) -> dict:
 
     model, tok = dense_model(cfg, device)
     with on_device(model, device, cfg.max_gpu_memory):
-        calib = build_calib(spec, tok, cfg.nsamples, cfg.seqlen, seed=seed, model=model, device=device)
+        calib = build_calib(spec, tok, cfg.nsamples, cfg.seqlen, seed=seed, model=model, device=device,
+                            bos=cfg.calib_bos)
         met = set_metrics(calib, model=model, tokenizer=tok, device=device)
     metrics = {k: v for k, v in met["set"].items() if k not in SHAPE_KEYS}
     card = {**calib.card, "study_build": {"wall_s": time.perf_counter() - t0, "cpu_s": time.process_time() - c0}}

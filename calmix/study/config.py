@@ -42,6 +42,7 @@ class StudyConfig:
     reference: str | None = None
     nsamples: int = 16
     seqlen: int = 256
+    calib_bos: str = field(default_factory=lambda: _default_bos())  # calib.bos: auto | yes | no (calib.build)
     sources: list[str] = field(default_factory=list)
     mixes: dict[str, str] = field(default_factory=dict)
     generated: dict[str, str] = field(default_factory=dict)
@@ -86,7 +87,8 @@ class StudyConfig:
             evald["allow_unsafe_exec"] = True
         return {
             "study": study,
-            "calib": {"nsamples": self.nsamples, "seqlen": self.seqlen, "sources": list(self.sources),
+            "calib": {"nsamples": self.nsamples, "seqlen": self.seqlen, "bos": self.calib_bos,
+                      "sources": list(self.sources),
                       "mixes": dict(self.mixes), "generated": dict(self.generated)},
             "prune": {"methods": list(self.methods), "sparsities": list(self.sparsities),
                       "patterns": list(self.patterns), "blocksize": self.blocksize, "percdamp": self.percdamp,
@@ -105,7 +107,23 @@ class StudyConfig:
         d.pop("allow_unsafe_exec")  # where code may run changes no score
         d.update(legacy_prune_key(d.pop("dense_inputs"), d.pop("sequential")))
         d.update(profile_key(d.pop("sparsity_profile"), d.pop("owl_lambda"), d.pop("owl_m")))
+        d.update(legacy_bos_key(d.pop("calib_bos")))
         return digest(d, FINGERPRINT_LENGTH)
+
+
+# the calibration windows of every study hashed before calib.bos existed had no BOS: "no" stays out of keys
+LEGACY_BOS = "no"
+
+
+def _default_bos() -> str:
+    from calmix.calib.build import DEFAULT_BOS
+
+    return DEFAULT_BOS
+
+
+def legacy_bos_key(bos: str) -> dict:
+    """How calib.bos enters fingerprints and cache keys: only where it is not the plain windows of older keys."""
+    return {} if bos == LEGACY_BOS else {"calib_bos": bos}
 
 
 # the sequential mode of every study hashed before the option existed: it stays out of their keys
@@ -154,7 +172,7 @@ _SCHEMA: dict[str, dict[str, str]] = {
     "study": {"name": "name", "model": "model", "dtype": "dtype", "device": "device",
               "max_gpu_memory": "max_gpu_memory", "seeds": "seeds",
               "reference": "reference"},
-    "calib": {"nsamples": "nsamples", "seqlen": "seqlen", "sources": "sources", "mixes": "mixes",
+    "calib": {"nsamples": "nsamples", "seqlen": "seqlen", "bos": "calib_bos", "sources": "sources", "mixes": "mixes",
               "generated": "generated"},
     "prune": {"methods": "methods", "sparsities": "sparsities", "patterns": "patterns", "blocksize": "blocksize",
               "percdamp": "percdamp", "dense_inputs": "dense_inputs", "true_sequential": "dense_inputs",
@@ -306,6 +324,12 @@ def parse_config(data: dict, where: str = "config") -> StudyConfig:
         cfg.nsamples = _int("calib.nsamples", c["nsamples"])
     if "seqlen" in c:
         cfg.seqlen = _int("calib.seqlen", c["seqlen"], lo=2)
+    if "bos" in c:
+        from calmix.calib.build import BOS_CHOICES
+
+        cfg.calib_bos = _str("calib.bos", c["bos"])
+        if cfg.calib_bos not in BOS_CHOICES:
+            raise _err("calib.bos", f"must be one of {', '.join(BOS_CHOICES)}, got {cfg.calib_bos!r}")
     cfg.sources = _list("calib.sources", c.get("sources", []), _str, allow_empty=True)
     for i, src in enumerate(cfg.sources):
         if src.startswith("mix:") or src in mix_preset_names():

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 from calmix.errors import CalmixError
-from calmix.runrecord import check_writable_dir, write_json_atomic, write_text_atomic
+from calmix.runrecord import check_writable_dir, hardware, write_json_atomic, write_text_atomic
 from calmix.study.config import StudyConfig, parse_config
 from calmix.study.grid import build_grid, cell_key
 from calmix.study.store import Store
@@ -80,7 +80,21 @@ def prepare_folder(cfg: StudyConfig, text: str, out: Path, force: bool) -> Store
         store.set_meta("fingerprint", new_fp)
         store.set_meta("config", asdict(cfg))
         write_json_atomic(out / "fingerprint.json", {"fingerprint": new_fp, "name": cfg.name})
+    record_hardware(store)
     return store
+
+
+HARDWARE_META = "hardware"
+
+
+def record_hardware(store: Store) -> list[dict]:
+    """Add this machine to the store's list of machines that computed its cells (once per distinct machine)."""
+    seen = list(store.get_meta(HARDWARE_META) or [])
+    here = hardware()
+    if here not in seen:
+        seen.append(here)
+        store.set_meta(HARDWARE_META, seen)
+    return seen
 
 
 def grid_status(cfg: StudyConfig, store: Store, running_alive: bool = False) -> dict[str, list]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from calmix.fingerprint import digest
-from calmix.study.config import StudyConfig, legacy_prune_key, profile_key
+from calmix.study.config import StudyConfig, legacy_bos_key, legacy_prune_key, profile_key
 
 KEY_LENGTH = 20  # hex characters of the keys of cells, calibration sets and dense evaluations
 
@@ -39,7 +39,7 @@ class Cell:
 def calib_key(cfg: StudyConfig, spec: str, seed: int) -> str:
     """Key of a calibration set and its metrics: model, spec, seed and sizes define it."""
     return digest({"model": cfg.model, "dtype": cfg.dtype, "spec": spec, "seed": seed,
-                   "nsamples": cfg.nsamples, "seqlen": cfg.seqlen}, KEY_LENGTH)
+                   "nsamples": cfg.nsamples, "seqlen": cfg.seqlen, **legacy_bos_key(cfg.calib_bos)}, KEY_LENGTH)
 
 
 def dense_key(cfg: StudyConfig) -> str:

@@ -283,3 +283,43 @@ def test_generated_part_delegates_and_mixes(tiny_tokenizer, tiny_model, two_file
     assert (cs.input_ids[2:] == 7).all() and not (cs.input_ids[:2] == 7).all()
     with pytest.raises(CalmixError, match="returned nothing"):
         build_calib("selfcal:empty=1", tiny_tokenizer, 2, 8, model=tiny_model, use_cache=False)
+
+
+# ------------------------------------------------------------------------------------ BOS in windows
+
+def test_bos_yes_replaces_the_first_token_of_the_same_draws(tiny_tokenizer, tmp_path, two_files):
+    a, _ = two_files
+    plain = build_calib(str(a), tiny_tokenizer, 4, 16, seed=0, bos="no", cache_dir=tmp_path)
+    with_bos = build_calib(str(a), tiny_tokenizer, 4, 16, seed=0, bos="yes", cache_dir=tmp_path)
+    assert (with_bos.input_ids[:, 0] == 1).all() and (plain.input_ids[:, 0] != 1).all()
+    assert torch.equal(with_bos.input_ids[:, 1:], plain.input_ids[:, 1:])
+    assert with_bos.card["row_starts"] == plain.card["row_starts"]
+    assert with_bos.card["bos"] == {"option": "yes", "token": 1} and plain.card["bos"]["token"] is None
+    assert with_bos.card["cache_key"] != plain.card["cache_key"]
+
+
+def test_bos_auto_follows_the_tokenizer_and_keeps_the_plain_key(tiny_tokenizer, tiny_bos_tokenizer, tmp_path,
+                                                                two_files):
+    a, _ = two_files
+    auto = build_calib(str(a), tiny_tokenizer, 4, 16, seed=0, bos="auto", cache_dir=tmp_path)
+    plain = build_calib(str(a), tiny_tokenizer, 4, 16, seed=0, bos="no", cache_dir=tmp_path)
+    assert torch.equal(auto.input_ids, plain.input_ids) and auto.card["bos"]["token"] is None
+    # the key of a set without BOS is the one every set had before the option: the same fields, hashed alike
+    legacy = {"build": B.BUILD_VERSION, "spec": f"file:{a}", "components": [[f"file:{a}", "1", 4,
+                                                                               B.parse_spec(str(a)).parts[0][0].source().version]],
+              "tokenizer": B.tokenizer_info(tiny_tokenizer), "nsamples": 4, "seqlen": 16, "seed": 0}
+    from calmix.fingerprint import digest
+
+    assert auto.card["cache_key"] == plain.card["cache_key"] == digest(legacy, 24)
+    gemma_like = build_calib(str(a), tiny_bos_tokenizer, 4, 16, seed=0, bos="auto", use_cache=False)
+    assert (gemma_like.input_ids[:, 0] == 1).all() and gemma_like.card["bos"]["token"] == 1
+
+
+def test_bos_option_errors(tiny_tokenizer):
+    from types import SimpleNamespace
+
+    with pytest.raises(CalmixError, match="must be one of auto, yes, no"):
+        B.resolve_bos("maybe", tiny_tokenizer)
+    with pytest.raises(CalmixError, match="no BOS token"):
+        B.resolve_bos("yes", SimpleNamespace(bos_token_id=None))
+    assert B.resolve_bos("no", tiny_tokenizer) is None and B.resolve_bos("yes", tiny_tokenizer) == 1

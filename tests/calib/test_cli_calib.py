@@ -102,3 +102,21 @@ def test_selfcal_through_cli_with_tiny_model(tmp_path, tiny_dir, capsys):
     cs = CalibSet.load(out)
     assert cs.input_ids.shape == (2, 8)
     assert json.loads((tmp_path / "self.pt.json").read_text())["model"]["params"] > 0
+
+
+def test_build_bos_option_is_recorded(tmp_path, tiny_dir, data_file, capsys):
+    import torch
+
+    sets = {}
+    for bos in ("no", "yes"):
+        out = tmp_path / f"{bos}.pt"
+        rc = main(["calib", "build", str(data_file), "--model", str(tiny_dir), "--nsamples", "3", "--seqlen", "16",
+                   "--bos", bos, "--out", str(out), "--no-cache"])
+        assert rc == 0, capsys.readouterr().err
+        sets[bos] = torch.load(out, weights_only=True)
+        assert json.loads(out.with_suffix(".pt.json").read_text())["bos"]["option"] == bos
+    assert (sets["yes"]["input_ids"][:, 0] == 1).all()
+    assert torch.equal(sets["yes"]["input_ids"][:, 1:], sets["no"]["input_ids"][:, 1:])
+    with pytest.raises(SystemExit) as err:  # argparse rejects the choice
+        main(["calib", "build", str(data_file), "--bos", "maybe", "--out", str(tmp_path / "x.pt")])
+    assert err.value.code == 2

@@ -118,3 +118,22 @@ def test_set_metrics_respects_mask_and_decodes(tiny_tokenizer):
     text = tiny_tokenizer.decode(TOY)
     assert res["samples"][0]["compression"] == pytest.approx(compression_ratio(text))
     assert res["samples"][0]["vocab_coverage"] == pytest.approx(3 / len(tiny_tokenizer))
+
+
+def _oracle_ppl(model, ids: list[int]) -> float:
+    """exp(mean next-token NLL) of one unpadded sequence: log_softmax of a plain forward (fp64)."""
+    with torch.no_grad():
+        logp = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0].double(), dim=-1)
+    return math.exp(-sum(float(logp[t, ids[t + 1]]) for t in range(len(ids) - 1)) / (len(ids) - 1))
+
+
+def test_set_perplexity_scores_samples_after_bos(tiny_model, tiny_tokenizer, tiny_bos_tokenizer):
+    rows = [[40, 41, 42, 43, 44, 45], [1, 50, 51, 52, 53, 54]]  # the second already starts with BOS
+    mask = torch.tensor([[1] * 6, [1] * 6])
+    calib = CalibSet(torch.tensor(rows), mask, {})
+    with_bos = set_metrics(calib, model=tiny_model, tokenizer=tiny_bos_tokenizer)
+    plain = set_metrics(calib, model=tiny_model, tokenizer=tiny_tokenizer)
+    assert with_bos["samples"][0]["ppl"] == pytest.approx(_oracle_ppl(tiny_model, [1] + rows[0]), rel=1e-5)
+    assert with_bos["samples"][1]["ppl"] == pytest.approx(_oracle_ppl(tiny_model, rows[1]), rel=1e-5)
+    assert plain["samples"][0]["ppl"] == pytest.approx(_oracle_ppl(tiny_model, rows[0]), rel=1e-5)
+    assert with_bos["samples"][0]["ntokens"] == plain["samples"][0]["ntokens"] == 6  # BOS is not sample text

@@ -86,6 +86,21 @@ def test_encode_pair_matches_the_hand_split(tiny_tokenizer):
         assert encode_pair(tiny_tokenizer, c, t) == oracle_ids(tiny_tokenizer, c, t)
 
 
+def test_contexts_start_with_bos_where_the_tokenizer_adds_one(tiny_model, tiny_tokenizer, tiny_bos_tokenizer):
+    for c, t in PAIRS:
+        ctx, cont = oracle_ids(tiny_tokenizer, c, t)
+        assert encode_pair(tiny_bos_tokenizer, c, t) == ([1] + ctx if c.strip() else ctx, cont)
+    assert encode_pair(tiny_bos_tokenizer, "", " yes")[0] == [1]  # an empty context is BOS alone, not BOS twice
+    item = {"context": "The cat sat on the", "reference": " mat."}
+    got = score_probe_items(tiny_model, tiny_bos_tokenizer, [item])[0]
+    ctx, cont = oracle_ids(tiny_tokenizer, item["context"], item["reference"])
+    ids = [1] + ctx + cont
+    with torch.no_grad():
+        logp = torch.log_softmax(tiny_model(input_ids=torch.tensor([ids])).logits[0].double(), -1)
+    want = -sum(float(logp[i - 1, ids[i]]) for i in range(len(ids) - len(cont), len(ids)))
+    assert got["ntokens"] == len(cont) and got["nll"] == pytest.approx(want, rel=1e-4)
+
+
 def test_mc_predictions_acc_and_acc_norm_by_characters():
     # raw: choice 0 wins (-10 > -12); per character: -10/5 = -2 < -12/12 = -1, so choice 1 wins.
     assert mc_predictions([-10.0, -12.0], [5, 12]) == (0, 1)

@@ -56,6 +56,20 @@ def test_round_trip_through_toml_dict(grid_config):
     assert parse_config(cfg.to_toml_dict()) == cfg
 
 
+def test_calib_bos_is_read_recorded_and_keyed(grid_config):
+    from calmix.calib.build import DEFAULT_BOS
+    from calmix.study.grid import calib_key
+
+    cfg = parse_config(grid_config)
+    assert cfg.calib_bos == DEFAULT_BOS
+    keys = {}
+    for bos in ("auto", "yes", "no"):
+        other = parse_config(_with(grid_config, "calib", "bos", bos))
+        assert other.calib_bos == bos and parse_config(other.to_toml_dict()) == other
+        keys[bos] = (other.fingerprint(), calib_key(other, "stdlib", 0))
+    assert len(set(keys.values())) == 3  # each option its own study and its own calibration sets
+
+
 @pytest.mark.parametrize("section,key,value,named", [
     ("study", "seeds", [], "study.seeds"),
     ("study", "seeds", [0, 0], "study.seeds"),
@@ -66,6 +80,7 @@ def test_round_trip_through_toml_dict(grid_config):
     ("study", "max_gpu_memory", "lots", "study.max_gpu_memory"),
     ("calib", "nsamples", 0, "calib.nsamples"),
     ("calib", "seqlen", "long", "calib.seqlen"),
+    ("calib", "bos", "maybe", "calib.bos"),
     ("calib", "sources", ["no-such-source"], "calib.sources"),
     ("calib", "sources", ["mix:stdlib=1"], "calib.sources[0]"),
     ("calib", "sources", ["stdlib", "igsp"], "calib.sources[1]"),

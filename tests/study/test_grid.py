@@ -41,7 +41,9 @@ def test_keys_are_the_sha256_of_their_sorted_json(grid_config):
     cell = build_grid(cfg)[0]
     assert (cell.strategy, cell.pruner, cell.pattern, cell.sparsity, cell.seed) == ("stdlib", "sparsegpt",
                                                                                    "unstructured", 0.5, 0)
-    ck = _sha({"model": "default", "dtype": "float32", "spec": "stdlib", "seed": 0, "nsamples": 2, "seqlen": 32}, 20)
+    # calib.bos: the default auto enters the keys (only the former plain windows, "no", stay out of them)
+    ck = _sha({"model": "default", "dtype": "float32", "spec": "stdlib", "seed": 0, "nsamples": 2, "seqlen": 32,
+               "calib_bos": "auto"}, 20)
     dk = _sha({"model": "default", "dtype": "float32", "suite": "small-offline", "tasks": None, "limit": 3,
                "seed": 0}, 20)
     prune = {"method": "sparsegpt", "sparsity": 0.5, "pattern": "unstructured", "blocksize": 128, "percdamp": 0.01,
@@ -50,12 +52,12 @@ def test_keys_are_the_sha256_of_their_sorted_json(grid_config):
     assert cell_key(cfg, cell) == _sha({"strategy": "stdlib", "calib": ck, "prune": prune, "dense": dk}, 20)
     # the config fingerprint: every field but device and name, 16 characters
     fields = {"model": "default", "dtype": "float32", "seeds": [0, 1], "reference": "stdlib", "nsamples": 2,
-              "seqlen": 32, "sources": ["stdlib", "gsm-symbolic"], "mixes": {"uniform-offline": "uniform-offline"},
+              "seqlen": 32, "calib_bos": "auto", "sources": ["stdlib", "gsm-symbolic"], "mixes": {"uniform-offline": "uniform-offline"},
               "generated": {"igsp": "igsp"}, "methods": ["sparsegpt"], "sparsities": [0.5, 0.6],
               "patterns": ["unstructured", "2:4"], "blocksize": 128, "percdamp": 0.01, "true_sequential": True,
               "sequential": "linear", "suite": "small-offline", "limit": 3, "tasks": None, "eval_seed": 0}
     assert cfg.fingerprint() == _sha(fields, 16)
-    # and as literals (what the store of an existing study folder holds: the layer mode, then the default, left
-    # out of the keys)
-    cfg = parse_config(_with(grid_config, "prune", "sequential", "layer"))
+    # and as literals (what the store of an existing study folder holds): the layer mode and windows without BOS,
+    # the settings every study had before those options, keep the keys those folders hold
+    cfg = parse_config(_with(_with(grid_config, "prune", "sequential", "layer"), "calib", "bos", "no"))
     assert cell_key(cfg, cell) == "f1b55b2c9c1070f12dab" and cfg.fingerprint() == "9a75ae0e087c910f"

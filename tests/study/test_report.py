@@ -96,3 +96,21 @@ def test_report_says_a_dimension_is_at_the_floor_instead_of_ranking_it(tmp_path,
     assert re.search(r"\| `t_General` \| General \| 0\.5000 \| 0\.010 \(chance-corrected score\) \| \[-0\.020, 0\.040\] "
                      r"\| 0\.05 \| at the floor \|", md)
     assert "| `t_Math` | Math | 0.2000 | 0.200 (chance-corrected score) | [0.200, 0.200] | 0.05 | above |" in md
+
+
+def test_report_prints_the_machines_that_computed_the_cells(tmp_path, fake_study):
+    from calmix.runrecord import hardware, hardware_line
+    from calmix.study.folder import HARDWARE_META
+    from calmix.study.store import Store
+
+    out = tmp_path / "study"
+    fake_study(out)
+    md = report_study(out)["markdown"].read_text()
+    section = md.split("## Hardware")[1].split("\n## ")[0]
+    assert "Cells computed on this machine" in section and hardware_line(hardware()) in section
+    other = {"cpu": {"model": "Other CPU", "cores": 4, "threads": 8, "flags": None}, "gpu": None,
+             "torch": "2.0", "transformers": "4.0"}
+    with Store(out) as store:
+        store.set_meta(HARDWARE_META, store.get_meta(HARDWARE_META) + [other])
+    md = report_study(out)["markdown"].read_text()
+    assert "Cells computed on 2 machines" in md and "Other CPU, 4 cores / 8 threads; no GPU" in md

@@ -22,7 +22,7 @@ from calmix.calib.generated.params import check_fraction, check_positive, check_
 from calmix.calib.generated.sampling import TEMPERATURE_RULE, TempSchedule, generate
 from calmix.calib.metrics import agg4_pooled, ngrams, sample_metrics
 from calmix.errors import CalmixError
-from calmix.lm import join_token, sequence_perplexities, start_token
+from calmix.lm import bos_prefix, join_token, sequence_perplexities, start_token
 from calmix.registry import Registry
 
 
@@ -226,8 +226,9 @@ def igsp_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device
         raise no_tokens_error("igsp")
 
     # 2. score every candidate
-    ppl = batched(lambda rows: sequence_perplexities(model, cands, batch_size=rows, device=device), model,
-                  p.batch_size, max(map(len, cands)), device, "igsp perplexity")
+    ppl = batched(lambda rows: sequence_perplexities(model, cands, batch_size=rows, device=device,
+                                                     prefix=bos_prefix(tokenizer)),
+                  model, p.batch_size, max(map(len, cands)) + 1, device, "igsp perplexity")
     texts = [decode(tokenizer, c) for c in cands]
     vocab = len(tokenizer)
     scores = [sample_metrics(c, vocab, t) for c, t in zip(cands, texts)]

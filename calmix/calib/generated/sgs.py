@@ -19,7 +19,7 @@ from calmix.calib.generated.params import check_fraction, check_positive, parse_
 from calmix.calib.generated.sampling import generate
 from calmix.calib.sources import get_source
 from calmix.errors import CalmixError
-from calmix.lm import join_token, sequence_perplexities
+from calmix.lm import bos_prefix, join_token, sequence_perplexities
 
 SGS_DEFAULT_SOURCES = ("wikitext2", "pydoc-topics")  # Wikipedia-like first, then prose shipped with Python
 
@@ -117,8 +117,9 @@ def sgs_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device:
     if not any(new):
         raise no_tokens_error("sgs")
     seqs = [pre + g for pre, g in zip(prefixes, new)]
-    ppl = batched(lambda rows: sequence_perplexities(model, seqs, batch_size=rows, device=device), model,
-                  p.batch_size, max(map(len, seqs)), device, "sgs perplexity")
+    ppl = batched(lambda rows: sequence_perplexities(model, seqs, batch_size=rows, device=device,
+                                                     prefix=bos_prefix(tokenizer)),
+                  model, p.batch_size, max(map(len, seqs)) + 1, device, "sgs perplexity")
     ndrop = int(p.drop * len(seqs))
     by_ppl = sorted(range(len(seqs)), key=lambda i: (-ppl[i], i))
     dropped = set(by_ppl[:ndrop])
