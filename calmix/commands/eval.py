@@ -99,6 +99,9 @@ def print_table(scores, retention: dict | None, file=None) -> None:
         print(f"{dim:<52}{_fmt(scores.dimensions.get(dim)):>9}{'':>6}{_fmt(r):>12}", file=file)
     if retention:
         print(f"{'Total retention':<67}{_fmt(retention.get('Total')):>12}", file=file)
+        for dim in retention.get("floored") or []:
+            print(f"{dim}: the dense model is at the floor on every task, so its retention is not a measurement "
+                  "and Total is not measured", file=file)
 
 
 def _sandbox_check(suite: str | None, tasks: list[str] | None, allow_unsafe_exec: bool) -> None:
