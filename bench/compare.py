@@ -16,29 +16,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from hardware import describe, hardware  # noqa: E402
 TORCH = "torch==2.13.0"
-
-
-def hardware() -> dict:
-    """CPU model, core count and the bf16/AMX flags."""
-    model, flags = platform.processor(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return {"cpu": model, "cores": os.cpu_count(),
-            "flags": {f: f in flags for f in ("avx512f", "avx512_bf16", "amx_bf16", "amx_tile")}}
 
 
 def ensure_venv(venv: Path) -> dict:
@@ -158,7 +144,7 @@ def main() -> None:
 def print_table(record: dict) -> None:
     """The markdown table: per run time, peak RSS, perplexity and load; calmix/llm-compressor ratios."""
     hw, a = record["hardware"], record["args"]
-    print(f"\n{hw['cpu']}, {hw['cores']} cores, flags {hw['flags']}; {a['threads']} threads; "
+    print(f"\n{describe(hw)}; {a['threads']} threads; "
           f"llm-compressor {record['llmc']['llmcompressor']} (transformers {record['llmc']['transformers']}); "
           f"{a['nsamples']}x{a['seqlen']} {a['calib']} windows, {a['sparsity']:.0%}; WikiText-2 ppl on "
           f"{a['ppl_windows']} windows of {a['seqlen']} (dense {record['dense_ppl']:.2f})\n")

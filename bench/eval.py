@@ -63,24 +63,12 @@ def local_mc_tasks() -> list[str]:
 
 
 def hardware() -> dict:
-    """CPU model, the bf16/AMX units the kernels may use, thread count and library versions."""
-    import platform
-
+    """The machine (bench/hardware.py) and the lm-eval version."""
     import lm_eval
-    import transformers
 
-    model, flags = platform.processor(), set()
-    try:
-        for line in open("/proc/cpuinfo", encoding="utf-8"):
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return {"cpu": model, "cores": __import__("os").cpu_count(), "torch_threads": torch.get_num_threads(),
-            "avx512_bf16": "avx512_bf16" in flags, "amx_bf16": "amx_bf16" in flags, "amx_tile": "amx_tile" in flags,
-            "torch": torch.__version__, "transformers": transformers.__version__, "lm_eval": lm_eval.__version__}
+    from hardware import hardware as machine
+
+    return {**machine(), "lm_eval": lm_eval.__version__}
 
 
 def _accuracy(items: list[dict], logprobs: list[list[float]]) -> tuple[float, float]:

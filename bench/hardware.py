@@ -1,27 +1,26 @@
-"""The hardware a benchmark ran on, for its JSON record: CPU, cores, memory, load average, GPU where present."""
+"""The hardware a benchmark ran on, for its JSON record: calmix's run-record hardware plus memory and load."""
 
 from __future__ import annotations
 
 import os
-import platform
 
-import torch
+from calmix.runrecord import hardware as machine
+from calmix.runrecord import hardware_line
 
 
 def hardware() -> dict:
-    """CPU model, cores, torch threads, memory (GB), load average, and the CUDA device where there is one."""
-    info = {"machine": platform.machine(), "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "load_avg": [round(x, 2) for x in os.getloadavg()]}
+    """CPU model and flags, cores, threads, GPU, torch/transformers (calmix.runrecord.hardware), memory (GB) and
+    the load average when the record was taken."""
+    info = machine()
+    info["load_avg"] = [round(x, 2) for x in os.getloadavg()]
     try:
-        with open("/proc/cpuinfo") as fh:
-            info["cpu"] = next(line.split(":", 1)[1].strip() for line in fh if line.startswith("model name"))
         with open("/proc/meminfo") as fh:
             info["mem_gb"] = round(int(fh.readline().split()[1]) / 2**20, 1)
-    except (OSError, StopIteration):
+    except (OSError, ValueError, IndexError):
         pass
-    if torch.cuda.is_available():
-        props = torch.cuda.get_device_properties(0)
-        info["gpu"] = {"name": props.name, "memory_gb": round(props.total_memory / 2**30, 1),
-                       "cuda": torch.version.cuda}
     return info
+
+
+def describe(info: dict) -> str:
+    """One line: the machine, then the load average."""
+    return f"{hardware_line(info)}; load average {info.get('load_avg')}"
