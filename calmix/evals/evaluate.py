@@ -11,9 +11,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from calmix.batching import halving
+from calmix.batching import halving, memory_batch
 from calmix.errors import CalmixError
 from calmix.evals import scorers
+from calmix.evals.loglik import max_context
 from calmix.evals.floor import floor_of_nll, floor_of_rate, floor_of_scores, unigram_nll
 from calmix.evals.itemscores import choice_mass_cn, item_table
 from calmix.evals.suites import SUITES, get_suite, suite_tasks
@@ -180,15 +181,22 @@ def sandbox_protections(suite: str | None, tasks: list[str] | None = None,
     return exec_protections(allow_unsafe_exec)
 
 
+SCORED_ROW_TOKENS = 2048  # the longest scoring row the batch is sized for (packed rows are capped near it)
+SCORED_POSITIONS = 256  # logits are computed at the scored positions of a row only
+
+
 def run_task(task: Task, model, tokenizer, items: list[dict], ctx: dict) -> dict:
-    """The task's runner; on out-of-memory run again with half the batch sizes (calmix.batching.halving)."""
+    """The task's runner with batches sized from free device memory (calmix.batching.memory_batch, never above the
+    configured size); on out-of-memory run again with half the batch sizes (calmix.batching.halving)."""
     full = ctx["batch_size"]
+    start = memory_batch(model, full, min(max_context(model), SCORED_ROW_TOKENS), ctx["device"],
+                         logit_positions=SCORED_POSITIONS)
 
     def run(rows: int) -> dict:
         gen = max(1, ctx["gen_batch_size"] * rows // full)  # both shrink by the same factor
         return RUNNERS[task.kind](task, model, tokenizer, items, {**ctx, "batch_size": rows, "gen_batch_size": gen})
 
-    return halving(run, ctx["batch_size"], f"task {task.name}")
+    return halving(run, start, f"task {task.name}")
 
 
 def evaluate(model, tokenizer, suite: str = "small", tasks: list[str] | None = None, limit: int | None = None,
