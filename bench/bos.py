@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 
-import torch
+from hardware import describe, hardware
 
 from calmix.calib import build_calib
 from calmix.evals.ppl import dataset_perplexity
@@ -71,17 +69,16 @@ def main() -> None:
             print(f"{spec} calib bos={calib_bos}: pruned ppl {got['bos']:.2f} with BOS, {got['no_bos']:.2f} "
                   f"without (prune {seconds:.0f} s)", flush=True)
             del model
-    cpu = platform.processor() or platform.machine()
+    hw = hardware()
     print(f"\nSparseGPT {args.sparsity:.0%}, {args.calib} {args.nsamples}x{args.seqlen} calibration windows; "
-          f"WikiText-2 test, {args.ppl_windows} windows of {args.seqlen}; {cpu}, {os.cpu_count()} CPUs, "
-          f"torch {torch.__version__}, load {os.getloadavg()[0]:.1f}\n")
+          f"WikiText-2 test, {args.ppl_windows} windows of {args.seqlen}; {describe(hw)}\n")
     print("| model | calibration windows | ppl, eval with BOS | ppl, eval without BOS |")
     print("|---|---|---|---|")
     for r in rows:
         print(f"| {r['model']} | {r['calib_bos']} | {r['ppl_bos']:.2f} | {r['ppl_no_bos']:.2f} |")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
+            json.dump({"hardware": hw, "rows": rows}, fh, indent=2)
 
 
 if __name__ == "__main__":

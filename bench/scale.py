@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -66,8 +65,10 @@ def prune(args, folder: Path) -> dict:
 
 
 def rss_gb() -> float:
-    """Peak resident memory of this process so far, in GB (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+    """Peak resident memory of this process so far, in GB."""
+    from calmix.runrecord import peak_rss_mb
+
+    return peak_rss_mb() * 2**20 / 1e9
 
 
 def main() -> None:
