@@ -142,9 +142,7 @@ def profile_text(cfg, sparsities: list[float]) -> str:
 
 
 def cmd_prune(args) -> int:
-    from dataclasses import replace
 
-    from calmix.batching import memory_batch
     from calmix.models import dtype_name, load_model
     from calmix.prune import PRUNERS
     from calmix.prune.engine import PruneConfig, prune_model, validate_config
@@ -173,7 +171,6 @@ def cmd_prune(args) -> int:
         model, tok = load_model(args.model, device=args.device, dtype=args.dtype, home="cpu",
                                 max_memory=args.max_gpu_memory)
     validate_config(model, cfg)
-    cfg = replace(cfg, batch_size=memory_batch(model, cfg.batch_size, args.seqlen, args.device, logit_positions=0))
     with timer("calibration"):
         calib = _calib_set(args, tok, model)
     result: dict = {}

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from calmix.batching import memory_batch
 from calmix.errors import CalmixError
 from calmix.models import decoder_layers, decoder_layers_name
 from calmix.prune.capture import LayerCalls, activation_device, batches_of, capture_layer_calls
@@ -44,6 +45,8 @@ def prune_model(model: nn.Module, calib, cfg: PruneConfig, device: str | torch.d
     pruner = PRUNERS.get(cfg.method)
     ids, mask = _as_calib(calib)
     device = torch.device(device) if device is not None else next(model.parameters()).device
+    # the calibration forwards' batch: the configured size, fewer windows where the device's free memory is short
+    cfg = replace(cfg, batch_size=memory_batch(model, cfg.batch_size, ids.shape[1], device, logit_positions=0))
     report = PruneReport(config=cfg, nsamples=ids.shape[0], seqlen=ids.shape[1],
                          ntokens=int(mask.sum()) if mask is not None else ids.numel(), device=str(device))
     use_cache, model.config.use_cache = getattr(model.config, "use_cache", None), False
