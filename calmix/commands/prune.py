@@ -142,7 +142,6 @@ def profile_text(cfg, sparsities: list[float]) -> str:
 
 
 def cmd_prune(args) -> int:
-
     from calmix.models import dtype_name, load_model
     from calmix.prune import PRUNERS
     from calmix.prune.engine import PruneConfig, prune_model, validate_config
