@@ -14,6 +14,8 @@ Memory: every batch holds its activations up to the group it waits before, for a
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import threading
 from typing import Callable
 
@@ -21,6 +23,29 @@ import torch
 from torch import Tensor, nn
 
 from calmix.prune.capture import LayerCalls
+
+
+@functools.cache
+def _omp_pause() -> Callable[[], object] | None:
+    """OpenMP 5's omp_pause_resource_all(omp_pause_soft) from the process's OpenMP runtime, None without one."""
+    try:
+        fn = ctypes.CDLL(None).omp_pause_resource_all
+    except (AttributeError, OSError):
+        return None
+    fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+    return functools.partial(fn, 1)
+
+
+def release_thread_pool() -> None:
+    """Free the calling thread's OpenMP worker team before it parks.
+
+    Each forward thread that runs a parallel op owns a team of OpenMP workers. While parked forwards hold
+    theirs, libgomp sees more threads than cores and stops spinning between parallel regions, so the main
+    thread's solve (many small ops) waits on a futex wake-up per op: measured 2x slower on 2 cores. A team
+    freed here is recreated by the forward's next parallel op."""
+    pause = _omp_pause()
+    if pause is not None:
+        pause()
 
 
 class _Aborted(BaseException):
@@ -54,6 +79,7 @@ class _Forward:
     def wait_before(self, group: int) -> None:
         """Called on this forward's thread: hand the turn back and wait until resumed."""
         self.waiting_at = group
+        release_thread_pool()
         self._back.release()
         self._go.acquire()
         if self.abort:
@@ -61,6 +87,7 @@ class _Forward:
 
     def resume(self) -> None:
         """Let the forward run until it waits before a group or ends; re-raise its error here."""
+        release_thread_pool()  # the caller's team too: one team at a time, as many threads as cores
         self._go.release()
         self._back.acquire()
         if self.error is not None and not isinstance(self.error, _Aborted):

@@ -132,3 +132,21 @@ def test_an_error_inside_a_paused_forward_reaches_the_caller_and_leaves_no_hook_
     mlp.act_fn = original
     assert sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in model.modules()) == 0
     assert not [t for t in threading.enumerate() if t.name.startswith("calmix-prune")]
+
+
+def test_parked_forward_frees_its_openmp_team():
+    """A parked forward thread gives its OpenMP workers back (omp_pause_resource_all), so the main thread's
+    solve is not throttled; after the call the runtime still works and results are unchanged."""
+    import sys
+
+    from calmix.prune.sequential import _omp_pause, release_thread_pool
+
+    if not sys.platform.startswith("linux"):
+        pytest.skip("the OpenMP runtime is looked up in the process's global symbols on Linux")
+    if "OpenMP" not in torch.__config__.parallel_info():
+        pytest.skip("torch is not built with OpenMP")
+    assert _omp_pause() is not None, "torch's OpenMP runtime should export omp_pause_resource_all"
+    a = torch.randn(64, 64, dtype=torch.float64)
+    before = a @ a
+    release_thread_pool()
+    assert torch.equal(a @ a, before)
