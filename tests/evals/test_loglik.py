@@ -163,3 +163,15 @@ def test_support_check_runs_without_dropout_and_restores_training_mode():
                                            dropout=0.5, attention_dropout=0.5)).train()
     assert packed_supported(model)
     assert model.training
+
+
+def test_attention_width_from_the_decoder_shape():
+    """Rows stop widening where attention costs a quarter of the linears: weights / (8 · hidden · layers)."""
+    from calmix.evals.loglik import attention_width
+    from calmix.models import tiny_llama
+
+    model = tiny_llama(hidden=256, layers=1, heads=4, kv_heads=4, intermediate=2048)
+    # q, k, v, o: 4 · 256²; gate, up, down: 3 · 256 · 2048; two RMSNorm weights: 2 · 256
+    weights = 4 * 256 * 256 + 3 * 256 * 2048 + 2 * 256
+    assert attention_width(model) == weights // (8 * 256 * 1) == 896
+    assert attention_width(tiny_llama()) == 256  # the floor: tiny decoders still pack short groups together
