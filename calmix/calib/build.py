@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from calmix import fingerprint
 from calmix.calib.calibset import CalibSet
 from calmix.calib.generated import generate_set
+from calmix.calib.generated.common import generated_version
 from calmix.calib.sources import Source
 from calmix.calib.spec import ParsedSpec, SpecPart, largest_remainder, parse_spec
 from calmix.errors import CalmixError
@@ -150,7 +151,7 @@ def cache_key(parsed: ParsedSpec, counts: list[int], tokenizer, nsamples: int, s
     keep the keys they had before the option existed)."""
     comps = []
     for (part, w), c in zip(parsed.parts, counts):
-        ver = "model" if part.kind == "gen" else part.source().version
+        ver = generated_version(part.name) if part.kind == "gen" else part.source().version
         comps.append([part.label, str(w), c, ver])
     key = {"build": BUILD_VERSION, "spec": parsed.canonical, "components": comps, "tokenizer": tokenizer_info(tokenizer),
            "nsamples": nsamples, "seqlen": seqlen, "seed": seed}

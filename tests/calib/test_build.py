@@ -323,3 +323,23 @@ def test_bos_option_errors(tiny_tokenizer):
     with pytest.raises(CalmixError, match="no BOS token"):
         B.resolve_bos("yes", SimpleNamespace(bos_token_id=None))
     assert B.resolve_bos("no", tiny_tokenizer) is None and B.resolve_bos("yes", tiny_tokenizer) == 1
+
+
+def test_generator_version_changes_the_cache_key(tiny_tokenizer, monkeypatch):
+    """A generator whose algorithm changed (its `version` attribute) gets new cache keys: older sets are not reused;
+    a generator at version 1 keeps the key it always had."""
+    from calmix.calib.generated.common import GENERATORS
+    from calmix.fingerprint import digest
+    from calmix.models import tiny_llama
+
+    parsed = B.parse_spec("selfcal")
+    model = tiny_llama()
+    base = B.cache_key(parsed, [4], tiny_tokenizer, 4, 16, 0, model=model)
+    comps = [[parsed.parts[0][0].label, "1", 4, "model"]]
+    legacy = {"build": B.BUILD_VERSION, "spec": parsed.canonical, "components": comps,
+              "tokenizer": B.tokenizer_info(tiny_tokenizer), "nsamples": 4, "seqlen": 16, "seed": 0,
+              "model": B.model_info(model), "device": "cpu"}
+    assert base == digest(legacy, 24)
+    monkeypatch.setattr(GENERATORS.get("selfcal"), "version", 2, raising=False)
+    assert B.cache_key(parsed, [4], tiny_tokenizer, 4, 16, 0, model=model) != base
+    assert GENERATORS.get("igsp").version >= 2  # IGSP's pool sampling changed once

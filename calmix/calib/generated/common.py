@@ -18,6 +18,13 @@ STOPWORDS = ("the", "a", "an", "in", "on", "at", "of", "to", "for", "with", "and
              "while", "if", "after", "before", "my", "his", "her", "their", "our", "one", "some", "many", "most",
              "all", "what", "how", "why", "who", "is", "it's", "once", "today", "in")
 
+def generated_version(kind: str) -> str:
+    """The cache version of a generator's sets: "model" (they depend on the model), with the generator's own
+    `version` attribute appended once its algorithm changed (sets built by older code are not reused)."""
+    version = getattr(GENERATORS.get(kind), "version", 1)
+    return "model" if version == 1 else f"model/v{version}"
+
+
 def subseed(seed: int, i: int) -> int:
     """A derived seed for step i of a seeded procedure (fits torch's 64-bit seeds)."""
     return (int(seed) * 1_000_003 + i) % 2**63

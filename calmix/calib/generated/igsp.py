@@ -204,24 +204,20 @@ def igsp_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device
     pool = math.ceil(p.pool * nsamples)
     schedule = TempSchedule(p.t_initial, p.t_final, p.n)
 
-    # 1. pool: candidates assigned to modes in turn, generated mode by mode (equal prompt lengths, no padding)
+    # 1. pool: candidates assigned to modes in turn and sampled together (left-padded openers: one batch of all
+    #    modes decodes ~2x more tokens per second than mode-by-mode batches on CPU), each cut to gen_len tokens
     mode_of = [modes[i % len(modes)].name for i in range(pool)]
-    cands: list[list[int]] = [[] for _ in range(pool)]
-    ngenerated = 0
-    for mi, mode in enumerate(modes):
-        idx = [i for i in range(pool) if mode_of[i] == mode.name]
-        if not idx:
-            continue
-        opener = tokenizer.encode(mode.opener, add_special_tokens=False) if mode.opener else []
+    openers = {m.name: tokenizer.encode(m.opener, add_special_tokens=False) if m.opener else [] for m in modes}
+    for name, opener in openers.items():
         if len(opener) >= gen_len:
-            raise CalmixError(f"igsp: gen_len={gen_len} leaves no room after the opener of mode {mode.name}")
-        new = generate(model, tokenizer, [[bos] + opener] * len(idx), gen_len - len(opener),
-                       seed=subseed(seed, mi), temperature=schedule, top_p=p.top_p, top_k=p.top_k,
-                       repetition_penalty=p.repetition_penalty, batch_size=p.batch_size, device=device,
-                       desc=f"igsp pool: {mode.name}")
-        for i, g in zip(idx, new):
-            cands[i] = opener + g
-            ngenerated += len(g)
+            raise CalmixError(f"igsp: gen_len={gen_len} leaves no room after the opener of mode {name}")
+    budget = [gen_len - len(openers[mode_of[i]]) for i in range(pool)]
+    new = generate(model, tokenizer, [[bos] + openers[mode_of[i]] for i in range(pool)], max(budget),
+                   seed=subseed(seed, 0), temperature=schedule, top_p=p.top_p, top_k=p.top_k,
+                   repetition_penalty=p.repetition_penalty, batch_size=p.batch_size, device=device,
+                   desc="igsp pool")
+    cands = [openers[mode_of[i]] + g[:budget[i]] for i, g in enumerate(new)]
+    ngenerated = sum(len(c) - len(openers[mode_of[i]]) for i, c in enumerate(cands))
     if ngenerated == 0:
         raise no_tokens_error("igsp")
 
@@ -305,3 +301,6 @@ def igsp_set(model, tokenizer, nsamples: int, seqlen: int, seed: int = 0, device
         "generations": generations,
     }
     return CalibSet(ids, None, card)
+
+
+igsp_set.version = 2  # 2: the pool is sampled in one batch across modes (cache keys of older sets differ)
