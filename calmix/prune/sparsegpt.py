@@ -130,8 +130,8 @@ def sparsegpt_prune_group(Ws: list[Tensor], H: Tensor | HessianFactor, sparsity:
                           blocksize: int = 128, percdamp: float = 0.01,
                           max_damp_tries: int = 5) -> list[PruneResult]:
     """Prune weights that read the same input (q/k/v, gate/up) with one factorisation of H; same result as
-    one by one. Each weight is swept on its own, so the extra memory is the reference's: one working copy of
-    that weight, its mask and an error buffer of one block of columns."""
+    one by one. Small weights are swept stacked, large ones alone (STACK_ELEMENTS), so the extra memory is at
+    most one working copy of the stack or of the weight, its mask and an error buffer of one block of columns."""
     cols = Ws[0].shape[1]
     for W in Ws:
         validate_pattern(sparsity, n, m, W.shape[1])
@@ -151,33 +151,61 @@ def sparsegpt_prune_group(Ws: list[Tensor], H: Tensor | HessianFactor, sparsity:
         H = hessian_factor(H.to(device), percdamp, max_damp_tries, dtype)
     Hinv, dead = H.hinv.to(device, dtype), H.dead.to(device)
     results = []
-    for W in Ws:
-        Wt, mask_t, loss = _sweep(W, Hinv, dead, sparsity, n, m, blocksize, dtype)
-        pruned = int(mask_t.sum())
-        info = {"method": "sparsegpt", "damp": H.damp, "damp_tries": H.tries, "dead_inputs": int(dead.sum()),
-                "err": loss, "blocksize": blocksize, "percdamp": percdamp,
-                "pruned": pruned, "sparsity": pruned / max(mask_t.numel(), 1)}
-        results.append(PruneResult(weight=Wt.t().to(W.dtype), mask=mask_t.t(), info=info))
+    for stack in _stacks(Ws):
+        Wt, mask_t, losses = _sweep(torch.cat([W.detach() for W in stack]), [W.shape[0] for W in stack], Hinv,
+                                    dead, sparsity, n, m, blocksize, dtype)
+        r0 = 0
+        for W, loss in zip(stack, losses):
+            wt, mt = Wt[:, r0:r0 + W.shape[0]], mask_t[:, r0:r0 + W.shape[0]]
+            r0 += W.shape[0]
+            pruned = int(mt.sum())
+            info = {"method": "sparsegpt", "damp": H.damp, "damp_tries": H.tries, "dead_inputs": int(dead.sum()),
+                    "err": loss, "blocksize": blocksize, "percdamp": percdamp,
+                    "pruned": pruned, "sparsity": pruned / max(mt.numel(), 1)}
+            results.append(PruneResult(weight=wt.t().to(W.dtype), mask=mt.t().clone(), info=info))
     return results
 
 
-def _sweep(W: Tensor, Hinv: Tensor, dead: Tensor, sparsity: float, n: int, m: int, blocksize: int,
-           dtype: torch.dtype) -> tuple[Tensor, Tensor, float]:
-    """SparseGPT's lazy-batch OBS sweep of one weight over its columns: (pruned Wᵀ, mask Wᵀ-shaped, OBS loss)."""
+# Weights of a group are swept stacked (one pass over the columns for q, k and v together: the sweep is many
+# small ops, so a small model's time is per op, not per weight) while the stack stays under this many entries;
+# a larger weight is swept alone, so an 8B model's extra memory stays one working copy of its largest weight.
+STACK_ELEMENTS = 1 << 24
+
+
+def _stacks(Ws: list[Tensor], limit: int = STACK_ELEMENTS) -> list[list[Tensor]]:
+    """Consecutive runs of Ws with at most `limit` entries in all (a larger weight alone)."""
+    out: list[list[Tensor]] = []
+    size = 0
+    for W in Ws:
+        if out and size + W.numel() <= limit:
+            out[-1].append(W)
+            size += W.numel()
+        else:
+            out.append([W])
+            size = W.numel()
+    return out
+
+
+def _sweep(W: Tensor, splits: list[int], Hinv: Tensor, dead: Tensor, sparsity: float, n: int, m: int,
+           blocksize: int, dtype: torch.dtype) -> tuple[Tensor, Tensor, list[float]]:
+    """SparseGPT's lazy-batch OBS sweep over the columns of W, the rows of weights stacked (`splits`: the rows of
+    each; each keeps its own share of pruned entries): (pruned Wᵀ, mask Wᵀ-shaped, OBS loss per weight)."""
     # Work on Wᵀ [cols, rows] so that the column being pruned is one contiguous row.
-    Wt = W.detach().t().to(dtype=dtype, copy=True, memory_format=torch.contiguous_format)
+    Wt = W.t().to(dtype=dtype, copy=True, memory_format=torch.contiguous_format)
     Wt[dead] = 0
     cols, rows = Wt.shape
+    bounds = [(sum(splits[:j]), sum(splits[:j + 1])) for j in range(len(splits))]
     mask_t = torch.zeros(cols, rows, dtype=torch.bool, device=W.device)
     err = torch.empty(min(blocksize, cols), rows, dtype=dtype, device=W.device)  # (w - q) / d of one block
-    loss = torch.zeros((), dtype=dtype, device=W.device)
+    losses = torch.zeros(len(splits), dtype=dtype, device=W.device)
     for i1 in range(0, cols, blocksize):
         i2 = min(i1 + blocksize, cols)
         W1, Hinv1, E1, mask1 = Wt[i1:i2], Hinv[i1:i2, i1:i2], err[:i2 - i1], mask_t[i1:i2]
         d = Hinv1.diagonal()
         if m == 0:
-            k = int(sparsity * rows * i2) - int(sparsity * rows * i1)
-            mask1.copy_(lowest_k_mask(((W1 / d[:, None]) ** 2).t(), k).t())  # row-major order for ties
+            for a, b in bounds:
+                k = int(sparsity * (b - a) * i2) - int(sparsity * (b - a) * i1)
+                mask1[:, a:b] = lowest_k_mask(((W1[:, a:b] / d[:, None]) ** 2).t(), k).t()  # row-major ties
         factor = mask1.to(dtype) / d[:, None]  # err = w · [pruned] / d
         for i in range(i2 - i1):
             if m and i % m == 0:
@@ -186,9 +214,10 @@ def _sweep(W: Tensor, Hinv: Tensor, dead: Tensor, sparsity: float, n: int, m: in
             torch.mul(W1[i], factor[i], out=E1[i])
             W1[i:].addr_(Hinv1[i, i:], E1[i], alpha=-1)
         W1.masked_fill_(mask1, 0)  # pruned entries are now ~0 by the update; make them exactly 0
-        loss += E1.pow(2).sum() / 2
+        for j, (a, b) in enumerate(bounds):
+            losses[j] += E1[:, a:b].pow(2).sum() / 2
         Wt[i2:].addmm_(Hinv[i1:i2, i2:].t(), E1, alpha=-1)
-    return Wt, mask_t, float(loss)
+    return Wt, mask_t, losses.tolist()
 
 
 @register_pruner

@@ -252,3 +252,13 @@ def test_group_equals_one_by_one(n, m, sparsity):
         assert res.info["pruned"] == (W.numel() * n // m if m else int(sparsity * W.numel()))
     with pytest.raises(ValueError, match="input width"):
         sparsegpt_prune_group([Ws[0], torch.randn(4, 40)], factor, 0.5)
+
+
+def test_stacks_keep_order_and_the_entry_budget():
+    """Consecutive weights share a stack while their entries fit the budget; a larger weight is swept alone."""
+    from calmix.prune.sparsegpt import _stacks
+
+    Ws = [torch.zeros(r, 4) for r in (2, 2, 5, 1, 1)]  # 8, 8, 20, 4, 4 entries
+    shapes = [[w.shape[0] for w in s] for s in _stacks(Ws, limit=16)]
+    assert shapes == [[2, 2], [5], [1, 1]]
+    assert [[w.shape[0] for w in s] for s in _stacks(Ws, limit=1 << 30)] == [[2, 2, 5, 1, 1]]
