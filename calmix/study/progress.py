@@ -14,7 +14,8 @@ class Progress:
     def __init__(self, total: int, enabled: bool = True):
         from tqdm import tqdm
 
-        self.total, self.done, self.t0 = total, 0, time.perf_counter()
+        self.total, self.done = total, 0
+        self.t0 = self.t_eta = time.perf_counter()  # elapsed counts from t0, the ETA's pace from t_eta
         self.bar = tqdm(total=total, desc="study", unit="cell", disable=None if enabled else True,
                         dynamic_ncols=True)
         self.enabled = enabled
@@ -26,10 +27,14 @@ class Progress:
         self.done += 1
         self.bar.update(1)
         elapsed = time.perf_counter() - self.t0
-        eta = elapsed / self.done * (self.total - self.done)
+        eta = (time.perf_counter() - self.t_eta) / self.done * (self.total - self.done)
         if self.enabled:
             tqdm.write(f"[{self.done}/{self.total}] {cell.name}: {status} in {seconds:.0f}s{detail}"
                        f" | elapsed {elapsed / 60:.1f} min, ETA {eta / 60:.1f} min", file=sys.stderr)
+
+    def restart(self) -> None:
+        """Pace the ETA from now: the cells start after a phase (calibration sets) it must not average in."""
+        self.t_eta = time.perf_counter()
 
     def cell_done(self, cell: Cell, result: dict, seconds: float) -> None:
         """A cell finished: its line shows the total retention."""

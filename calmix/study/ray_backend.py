@@ -8,6 +8,7 @@ import traceback
 from dataclasses import asdict
 from typing import Any
 
+from calmix.calib.spec import parse_spec
 from calmix.errors import CalmixError
 from calmix.study.compute import compute_calib, compute_cell, compute_dense, ensure_dense, error_line, store_calib
 from calmix.study.config import StudyConfig
@@ -76,7 +77,8 @@ def run_ray(cfg: StudyConfig, store: Store, cells: list[Cell], device: str, prog
         cfg_dict = asdict(cfg)
         remote = {"dense": ray.remote(**opts)(_dense_task), "calib": ray.remote(**opts)(_calib_task),
                   "cell": ray.remote(max_retries=0, **opts)(_cell_task)}
-        calib_err = _dense_and_calib(ray, remote, cfg, cfg_dict, store, cells, dev, threads)
+        calib_err = _dense_and_calib(ray, remote, cfg, cfg_dict, store, cells, dev, threads, progress)
+        progress.restart()  # the ETA counts cell times only, not the calibration phase
         _cells(ray, remote["cell"], cfg, cfg_dict, store, cells, dev, threads, progress, calib_err)
     finally:
         if started_here:
@@ -84,19 +86,27 @@ def run_ray(cfg: StudyConfig, store: Store, cells: list[Cell], device: str, prog
 
 
 def _dense_and_calib(ray, remote: dict, cfg: StudyConfig, cfg_dict: dict, store: Store, cells: list[Cell], dev: str,
-                     threads: int) -> dict[str, tuple[str, str]]:
+                     threads: int, progress: Progress) -> dict[str, tuple[str, str]]:
     """Phase 1: the dense evaluation and the missing calibration sets, in parallel; returns the calibration
     failures by calibration key (error line, traceback)."""
     pending: dict[Any, tuple] = {}
     if store.get_dense(dense_key(cfg)) is None:
         pending[remote["dense"].remote(cfg_dict, dev, threads)] = ("dense",)
     calib_err: dict[str, tuple[str, str]] = {}
-    for spec, seed in dict.fromkeys((c.spec, c.seed) for c in cells):
+    # generated sets first: they take longest, and a long task last would leave the other workers idle
+    needed = dict.fromkeys((c.spec, c.seed) for c in cells)
+    for spec, seed in sorted(needed, key=lambda k: not parse_spec(k[0]).needs_model):
         if store.get_calib(calib_key(cfg, spec, seed)) is None:
             pending[remote["calib"].remote(cfg_dict, spec, seed, dev, threads)] = ("calib", spec, seed)
+    total, t0 = len(pending), time.perf_counter()
+    if total:
+        progress.note(f"building {total} calibration sets and evaluations of the dense model first")
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
         what = pending.pop(ready[0])
+        done = total - len(pending)
+        eta = (time.perf_counter() - t0) / done * len(pending)
+        progress.note(f"[{done}/{total}] {' '.join(map(str, what))} ready | ETA of this phase {eta / 60:.1f} min")
         try:
             got = ray.get(ready[0])
         except Exception as err:  # noqa: BLE001 - a failed task fails the cells that need it
