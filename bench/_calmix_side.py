@@ -1,7 +1,8 @@
 """calmix's side of bench/compare.py: prune the saved model folder on the saved token ids with
 calmix.prune.engine.prune_model and save the pruned model.
 
-Usage: python _calmix_side.py MODEL_DIR IDS_PT METHOD SPARSITY OUT_DIR THREADS DTYPE SEQUENTIAL  (one JSON line)
+Usage: python _calmix_side.py MODEL_DIR IDS_PT METHOD SPARSITY OUT_DIR THREADS DTYPE SEQUENTIAL [HESSIAN_DTYPE]
+(prints one JSON line)
 """
 
 import json
@@ -13,6 +14,7 @@ import torch
 
 def main() -> None:
     model_dir, ids_pt, method, sparsity, out, threads, dtype, sequential = sys.argv[1:9]
+    hessian_dtype = sys.argv[9] if len(sys.argv) > 9 else "float32"
     torch.set_num_threads(int(threads))
     from calmix.models import load_model
     from calmix.prune.engine import PruneConfig, prune_model
@@ -20,7 +22,8 @@ def main() -> None:
 
     ids = torch.load(ids_pt)
     model, tok = load_model(model_dir, dtype=dtype)
-    cfg = PruneConfig(method, float(sparsity), blocksize=128, percdamp=0.01, sequential=sequential)
+    cfg = PruneConfig(method, float(sparsity), blocksize=128, percdamp=0.01, sequential=sequential,
+                      hessian_dtype=hessian_dtype)
     t0 = time.perf_counter()
     report = prune_model(model, ids, cfg, progress=False)
     seconds, peak = time.perf_counter() - t0, peak_rss_mb()  # the pruning's peak, before saving

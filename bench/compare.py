@@ -97,7 +97,8 @@ def main() -> None:
     ap.add_argument("--methods", default="sparsegpt,wanda")
     ap.add_argument("--sequential", default=PruneConfig.sequential,
                     help="calmix's sequential mode(s), comma-separated; the first is compared with llm-compressor")
-    ap.add_argument("--bf16", action="store_true", help="also run calmix on the bf16 model (fp32 statistics)")
+    ap.add_argument("--bf16", action="store_true", help="also run calmix SparseGPT on the bf16 model, with XᵀX "
+                    "products in fp32 and in bf16 (--hessian-dtype model), both summed in fp32")
     ap.add_argument("--rounds", type=int, default=1, help="runs of every configuration, alternating")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--llmc-batch-size", type=int, default=1, help="llm-compressor's calibration batch size")
@@ -114,25 +115,28 @@ def main() -> None:
     llmc_py = str(Path(args.venv) / "bin" / "python")
     modes = args.sequential.split(",")
     # the calmix-vs-llm-compressor pairs first, then the extra calmix modes and dtypes
-    runs = [(m, impl, "float32", modes[0]) for m in args.methods.split(",") for impl in ("calmix", "llm-compressor")]
+    runs = [(m, impl, "float32", modes[0], "float32") for m in args.methods.split(",")
+            for impl in ("calmix", "llm-compressor")]
     if args.bf16:
-        runs.append(("sparsegpt", "calmix", "bfloat16", modes[0]))
-    runs += [(m, "calmix", "float32", q) for q in modes[1:] for m in args.methods.split(",")]
+        runs += [("sparsegpt", "calmix", "bfloat16", modes[0], h) for h in ("float32", "model")]
+    runs += [(m, "calmix", "float32", q, "float32") for q in modes[1:] for m in args.methods.split(",")]
     rows = []
     for rnd in range(args.rounds):
-        for method, impl, dtype, seq in runs:
-            dest = out / f"{impl}-{method}-{dtype}-{seq}-{rnd}"
+        for method, impl, dtype, seq, hdtype in runs:
+            dest = out / f"{impl}-{method}-{dtype}-{seq}-{hdtype}-{rnd}"
             common = [str(model_dir), str(ids_pt), method, str(args.sparsity), str(dest), str(args.threads)]
             if impl == "calmix":
-                cmd = [sys.executable, str(HERE / "_calmix_side.py"), *common, dtype, seq]
+                cmd = [sys.executable, str(HERE / "_calmix_side.py"), *common, dtype, seq, hdtype]
             else:
                 cmd = [llmc_py, str(HERE / "_llmc_side.py"), *common, str(args.llmc_batch_size)]
             rec = side(cmd, env)
             rec.update(method=method, impl=impl, dtype=dtype, round=rnd, ppl=perplexity(dest, args, env),
-                       sequential=seq if impl == "calmix" else "-")
+                       sequential=seq if impl == "calmix" else "-",
+                       hessian_dtype=hdtype if impl == "calmix" and method == "sparsegpt" else "-")
             rows.append(rec)
             (out / "compare.partial.json").write_text(json.dumps({"hardware": hardware(), "rows": rows}, indent=2))
-            print(f"{impl} {method} {dtype} {rec['sequential']} round {rnd}: {rec['seconds']:.1f} s, peak RSS {rec['peak_rss_mb']:.0f} MiB,"
+            print(f"{impl} {method} {dtype} {rec['sequential']} XᵀX {rec['hessian_dtype']} round {rnd}: "
+                  f"{rec['seconds']:.1f} s, peak RSS {rec['peak_rss_mb']:.0f} MiB,"
                   f" ppl {rec['ppl']:.2f}, load {rec['load_avg_before'][0]}->{rec['load_avg_after'][0]}", flush=True)
     dense_ppl = perplexity(model_dir, args, env)
     record = {"hardware": hardware(), "llmc": versions, "args": vars(args), "dense_ppl": dense_ppl, "rows": rows}
@@ -147,11 +151,21 @@ def print_table(record: dict) -> None:
           f"llm-compressor {record['llmc']['llmcompressor']} (transformers {record['llmc']['transformers']}); "
           f"{a['nsamples']}x{a['seqlen']} {a['calib']} windows, {a['sparsity']:.0%}; WikiText-2 ppl on "
           f"{a['ppl_windows']} windows of {a['seqlen']} (dense {record['dense_ppl']:.2f})\n")
-    print("| method | impl | sequential | dtype | round | time (s) | peak RSS (MiB) | ppl | load avg (1 min, before/after) |")
-    print("|---|---|---|---|---:|---:|---:|---:|---|")
+    print("| method | impl | sequential | dtype | XᵀX products | round | time (s) | peak RSS (MiB) | ppl | "
+          "load avg (1 min, before/after) |")
+    print("|---|---|---|---|---|---:|---:|---:|---:|---|")
     for r in record["rows"]:
-        print(f"| {r['method']} | {r['impl']} | {r['sequential']} | {r['dtype']} | {r['round']} | {r['seconds']:.1f} | "
+        print(f"| {r['method']} | {r['impl']} | {r['sequential']} | {r['dtype']} | {r.get('hessian_dtype', '-')} | "
+              f"{r['round']} | {r['seconds']:.1f} | "
               f"{r['peak_rss_mb']:.0f} | {r['ppl']:.2f} | {r['load_avg_before'][0]} / {r['load_avg_after'][0]} |")
+    stages = ("capture", "statistics", "solve", "replay", "error")
+    print("\ncalmix's time by stage (s, summed over layers):\n")
+    print("| method | dtype | XᵀX products | round | " + " | ".join(stages) + " |")
+    print("|---|---|---|---:|" + "---:|" * len(stages))
+    for r in record["rows"]:
+        if r.get("stages_s"):
+            print(f"| {r['method']} | {r['dtype']} | {r.get('hessian_dtype', '-')} | {r['round']} | "
+                  + " | ".join(f"{r['stages_s'].get(k, 0):.1f}" for k in stages) + " |")
     print("\n| method | round | time ratio calmix/llm-compressor | ppl calmix / llm-compressor |")
     print("|---|---:|---:|---|")
     for r in record["rows"]:

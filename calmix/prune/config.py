@@ -37,6 +37,7 @@ class PruneConfig:
     exclude: tuple[str, ...] = ()
     offload: str = "auto"  # where activations live: "auto" (device if it fits), "device", "cpu"
     batch_size: int = 8  # calibration windows per layer forward (the CLI default too)
+    hessian_dtype: str = "float32"  # SparseGPT's XᵀX products: "float32", or "model" (the model's 16-bit units)
     err_samples: int = 4  # samples on which the per-linear output reconstruction error is measured
     sparsity_profile: str = "uniform"  # per-layer sparsity: "uniform", "owl" or a FILE (calmix.prune.profile)
     owl_lambda: float = OWL_LAMBDA  # OWL: layer sparsities span 2·owl_lambda around the target
@@ -112,6 +113,8 @@ def validate_config(model: nn.Module, cfg: PruneConfig) -> None:
     if cfg.offload not in ("auto", "device", "cpu"):
         raise CalmixError(f"unknown offload '{cfg.offload}': choose auto, device or cpu")
     SEQUENTIAL.get(cfg.sequential)
+    if cfg.hessian_dtype not in ("float32", "model"):
+        raise CalmixError(f"unknown Hessian dtype '{cfg.hessian_dtype}': choose float32 or model")
     check_profile(cfg.sparsity_profile, m, cfg.owl_lambda, cfg.owl_m)
     if cfg.blocksize < 1 or cfg.batch_size < 1:
         raise CalmixError("blocksize and batch size must be positive integers")

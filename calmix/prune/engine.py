@@ -103,7 +103,8 @@ def _prune_layer_at_once(pruner: Pruner, layer: nn.Module, index: int, linears: 
     then replay the pruned layer for the next layer's inputs (and the errors a pruner cannot compute)."""
     t0 = time.perf_counter()
     accumulators, dense_outputs = collect_statistics(pruner, layer, index, linears, groups, captured,
-                                                     keep_outputs=cfg.dense_inputs, clock=clock)
+                                                     keep_outputs=cfg.dense_inputs, clock=clock,
+                                                     cfg=cfg)
     t_stats = time.perf_counter() - t0
     dense = {name: lin.weight.detach().clone() for name, lin in linears.items()}
     records: dict[str, LayerRecord] = {}
@@ -132,7 +133,7 @@ def _prune_layer_by_linears(pruner: Pruner, layer: nn.Module, index: int, linear
             dense_outputs = [captured.replay(layer, index, b).to(captured.offload)
                              for b in range(len(captured.hidden))]
     dense = {name: lin.weight.detach().clone() for name, lin in linears.items()}
-    accumulators = _accumulators(pruner, linears, groups, captured)
+    accumulators = _accumulators(pruner, linears, groups, captured, cfg)
     records: dict[str, LayerRecord] = {}
     batch: list[int | None] = [None]
 
@@ -200,11 +201,13 @@ def groups_by_input(linears: dict[str, nn.Linear], probe: Callable[[], object]) 
 
 
 def _accumulators(pruner: Pruner, linears: dict[str, nn.Linear], groups: list[list[str]],
-                  captured: LayerCalls) -> dict[str, Accumulator]:
-    """A fresh accumulator per group (None-free), keyed by the group's first linear."""
+                  captured: LayerCalls, cfg: PruneConfig | None = None) -> dict[str, Accumulator]:
+    """A fresh accumulator per group (None-free), keyed by the group's first linear; the pruner's
+    accumulator_options are read from cfg."""
+    opts = {k: getattr(cfg or PruneConfig(), k) for k in pruner.accumulator_options}
     accumulators = {}
     for group in groups:
-        acc = pruner.accumulator(linears[group[0]].in_features, captured.device)
+        acc = pruner.accumulator(linears[group[0]].in_features, captured.device, **opts)
         if acc is not None:
             accumulators[group[0]] = acc
     return accumulators
@@ -212,11 +215,12 @@ def _accumulators(pruner: Pruner, linears: dict[str, nn.Linear], groups: list[li
 
 def collect_statistics(pruner: Pruner, layer: nn.Module, index: int, linears: dict[str, nn.Linear],
                        groups: list[list[str]], captured: LayerCalls, keep_outputs: bool,
-                       clock: StageClock | None = None) -> tuple[dict[str, Accumulator], list[torch.Tensor]]:
+                       clock: StageClock | None = None,
+                       cfg: PruneConfig | None = None) -> tuple[dict[str, Accumulator], list[torch.Tensor]]:
     """Run the dense layer on every batch, feeding the pruner's accumulator on the first linear of each group
     (padding excluded); return the accumulators by that linear's name, and the outputs when keep_outputs."""
     clock = clock or StageClock()
-    accumulators = _accumulators(pruner, linears, groups, captured)
+    accumulators = _accumulators(pruner, linears, groups, captured, cfg)
     current_mask: list[torch.Tensor | None] = [None]  # the batch's attention mask, read by the hooks
 
     def feed(acc: Accumulator):
@@ -260,7 +264,7 @@ def prune_group(pruner: Pruner, linears: dict[str, nn.Linear], group: list[str],
         lin.weight.data.copy_(res.weight.to(lin.weight.dtype))
         sp = float((lin.weight.data == 0).float().mean())
         with clock("error"):
-            err = pruner.reconstruction_error(acc, dense[name], lin.weight.data)
+            err = pruner.reconstruction_error(acc, dense[name], lin.weight.data, res.info)
         records[name] = LayerRecord(f"{prefix}.{name}", tuple(lin.weight.shape), sp, err, seconds,
                                     {k: v for k, v in res.info.items() if isinstance(v, (int, float, str))})
     return records

@@ -138,7 +138,7 @@ def prune_experts(pruner: Pruner, layer: nn.Module, index: int, captured: LayerC
                 res = use.prune_group([W.float()], stat, cfg.sparsity, n, m, blocksize=cfg.blocksize,
                                       percdamp=cfg.percdamp)[0]
                 W.copy_(res.weight.to(W.dtype))
-                err = use.reconstruction_error(acc, dense.float(), W.float())
+                err = use.reconstruction_error(acc, dense.float(), W.float(), res.info)
                 info.update({k: v for k, v in res.info.items() if isinstance(v, (int, float, str))})
                 info["tokens"] = _ntokens(acc) if acc is not None else 0
                 records.append(LayerRecord(f"{prefix}.{name}.{weight_name}[{e}]", tuple(W.shape),

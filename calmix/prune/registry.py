@@ -6,7 +6,7 @@ A pruner says three things, and the engine asks nothing else:
 - ``prepare(acc, **opts)``: that statistic in the form its pure function takes, computed once for all
   linears that read the same input (SparseGPT's factorisation of H);
 - ``prune(W, stat, ...)`` / ``prune_group([W, ...], stat, ...)``: prune one weight, or weights sharing one input;
-- optionally ``reconstruction_error(acc, W, W_pruned)``: the relative output error from the statistic alone.
+- optionally ``reconstruction_error(acc, W, W_pruned, info)``: the relative output error from the statistic alone.
 The pure math stays in plain functions (``sparsegpt_prune``, ``wanda_prune``, ``magnitude_prune``).
 """
 
@@ -34,9 +34,11 @@ class Pruner:
     name: str = ""
     description: str = ""
     stats: str | None = None  # the statistic's name, for messages ("hessian", "xnorm"); None: no calibration data
+    accumulator_options: tuple[str, ...] = ()  # PruneConfig fields handed to accumulator() as keywords
 
-    def accumulator(self, in_features: int, device: str | torch.device = "cpu") -> Accumulator | None:
-        """A fresh accumulator of this method's input statistic, or None when it needs no data."""
+    def accumulator(self, in_features: int, device: str | torch.device = "cpu", **opts) -> Accumulator | None:
+        """A fresh accumulator of this method's input statistic, or None when it needs no data; opts: the
+        accumulator_options fields of the run's PruneConfig."""
         return None
 
     def prepare(self, acc: Accumulator | None, **opts) -> object:
@@ -52,7 +54,8 @@ class Pruner:
         """Prune weights that read the same input; one by one unless the method has a joint pass."""
         return [self.prune(W, stat, sparsity, n, m, **opts) for W in Ws]
 
-    def reconstruction_error(self, acc: Accumulator | None, W: Tensor, W_pruned: Tensor) -> float | None:
+    def reconstruction_error(self, acc: Accumulator | None, W: Tensor, W_pruned: Tensor,
+                             info: dict | None = None) -> float | None:
         """Relative output error of W_pruned against W computed from the statistic alone, or None when the
         statistic cannot tell it (the engine then measures it on a forward)."""
         return None

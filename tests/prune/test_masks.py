@@ -92,3 +92,34 @@ def test_lowest_k_mask_equals_a_stable_sort_with_many_ties():
         ref = torch.zeros(scores.numel(), dtype=torch.bool)
         ref[torch.sort(scores.flatten(), stable=True).indices[:k]] = True
         assert torch.equal(lowest_k_mask(scores, k).flatten(), ref)
+
+
+@pytest.mark.parametrize("kind", ["normal", "nonnegative", "integers", "signed_zeros"])
+def test_radix_kth_smallest_equals_kthvalue(kind):
+    """The radix path (fp32, >= 16k entries) returns torch.kthvalue's value for negatives, ties and ±0."""
+    from calmix.prune.masks import kth_smallest
+
+    g = torch.Generator().manual_seed(7)
+    for _ in range(20):
+        n = int(torch.randint(1 << 14, 1 << 17, (1,), generator=g))
+        x = torch.randn(n, generator=g)
+        if kind == "nonnegative":
+            x = x.abs()
+        elif kind == "integers":
+            x = torch.randint(-5, 5, (n,), generator=g).float()
+        elif kind == "signed_zeros":
+            x = torch.where(torch.rand(n, generator=g) < 0.4, torch.tensor(-0.0), torch.where(x > 0, 0.0, x))
+        for k in (1, int(torch.randint(1, n, (1,), generator=g)), n):
+            assert torch.equal(kth_smallest(x, k), x.kthvalue(k).values), (kind, n, k)
+
+
+def test_per_row_mask_equals_a_stable_sort_with_ties():
+    g = torch.Generator().manual_seed(8)
+    for trial in range(20):
+        s = torch.randint(0, 4, (17, 40), generator=g).float() if trial % 2 else torch.rand(17, 40, generator=g)
+        for sparsity in (0.0, 0.1, 0.5, 0.6, 0.99):
+            k = int(sparsity * 40)
+            ref = torch.zeros(17, 40, dtype=torch.bool)
+            if k:
+                ref.scatter_(1, torch.sort(s, dim=1, stable=True).indices[:, :k], True)
+            assert torch.equal(unstructured_mask(s, sparsity, per_row=True), ref), (trial, sparsity)

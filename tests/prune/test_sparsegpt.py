@@ -262,3 +262,45 @@ def test_stacks_keep_order_and_the_entry_budget():
     shapes = [[w.shape[0] for w in s] for s in _stacks(Ws, limit=16)]
     assert shapes == [[2, 2], [5], [1, 1]]
     assert [[w.shape[0] for w in s] for s in _stacks(Ws, limit=1 << 30)] == [[2, 2, 5, 1, 1]]
+
+
+@pytest.mark.parametrize("n,m", [(0, 0), (2, 4)])
+def test_error_from_the_sweep_loss_equals_the_quadratic_form(n, m):
+    """tr(ΔW H ΔWᵀ)/tr(W H Wᵀ) from the OBS loss (no ΔW·H product) equals the direct quadratic form, dead inputs
+    and damping included."""
+    from calmix.prune.sparsegpt import hessian_error, hessian_error_from_loss
+
+    g = torch.Generator().manual_seed(11)
+    X = torch.randn(200, 32, generator=g, dtype=torch.float64)
+    X[:, [3, 17]] = 0  # dead inputs: H_ii = 0
+    H, _ = hessian_from_inputs(X)
+    H = H.double()
+    W = torch.randn(12, 32, generator=g, dtype=torch.float64)
+    res = sparsegpt_prune(W, H, 0.5, n, m, blocksize=8, percdamp=0.05)
+    want = hessian_error(H, W, res.weight)
+    got = hessian_error_from_loss(H, W, res.weight, res.info["err"], res.info["damp"])
+    assert want > 0
+    assert got == pytest.approx(want, rel=1e-6)  # both in fp32
+
+
+def test_blocked_hessian_accumulator_equals_one_product():
+    """Only the blocks on and above the diagonal are multiplied; the mirrored H equals 2XᵀX/n, in fp32 and (within
+    bf16 rounding) with products in bf16."""
+    g = torch.Generator().manual_seed(4)
+    x = [torch.randn(3, 50, 700, generator=g) for _ in range(3)]
+    exact = torch.cat([t.reshape(-1, 700) for t in x]).double()
+    exact = 2 * exact.t() @ exact / exact.shape[0]
+    acc = HessianAccumulator(700)
+    assert len(acc._edges) == 3  # two blocks
+    for t in x:
+        acc.add(t)
+    torch.testing.assert_close(acc.H.double(), exact, rtol=1e-5, atol=1e-5)
+    e = acc._edges[1]
+    assert torch.equal(acc.H[e:, :e], acc.H[:e, e:].t())  # the lower block is the mirrored upper one
+    low = HessianAccumulator(700, product_dtype="model")
+    for t in x:
+        low.add(t.bfloat16())
+    ref = torch.cat([t.reshape(-1, 700) for t in x]).bfloat16().double()
+    ref = 2 * ref.t() @ ref / ref.shape[0]
+    assert low.H.dtype == torch.float32
+    assert float((low.H.double() - ref).norm() / ref.norm()) < 4e-3
