@@ -80,6 +80,37 @@ def _accuracy(items: list[dict], logprobs: list[list[float]]) -> tuple[float, fl
             sum(q == it["gold"] for (_, q), it in zip(preds, items)) / n)
 
 
+class Work:
+    """Tokens through the decoder body (padding included) and rows through the output head during a block, counted by
+    hooks on the model itself, and the FLOPs they stand for (2 per weight per token; attention left out)."""
+
+    def __init__(self, model) -> None:
+        self.model, self.body_tokens, self.head_rows = model, 0, 0
+        body, head = model.base_model, model.get_output_embeddings()
+        self.body_flops = 2 * sum(p.numel() for p in body.parameters()) - 2 * body.get_input_embeddings().weight.numel()
+        self.head_flops = 2 * head.weight.numel()
+        self._mods = (body, head)
+
+    def __enter__(self) -> "Work":
+        def count_body(_m, args, kwargs):
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            self.body_tokens += ids.numel()
+
+        def count_head(_m, args):
+            self.head_rows += args[0].shape[:-1].numel()
+        self._hooks = [self._mods[0].register_forward_pre_hook(count_body, with_kwargs=True),
+                       self._mods[1].register_forward_pre_hook(count_head)]
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for h in self._hooks:
+            h.remove()
+
+    @property
+    def flops(self) -> float:
+        return self.body_tokens * self.body_flops + self.head_rows * self.head_flops
+
+
 def bench_mc(model, tok, task: str, n: int, batch_size: int, lm) -> dict:
     """One task's seeded items (calmix's prompts and few-shot examples) scored by calmix and by lm-eval's HFLM on the
     same (context, continuation) strings: seconds, accuracy by the same rule, largest log-prob difference."""
@@ -98,10 +129,12 @@ def bench_mc(model, tok, task: str, n: int, batch_size: int, lm) -> dict:
     score_mc_items(model, tok, items[:2], batch_size=batch_size)  # warm-up (first-call allocations)
     lm.loglikelihood(reqs[:2], disable_tqdm=True)
     w, c = time.perf_counter(), time.process_time()
-    ours = score_mc_items(model, tok, items, batch_size=batch_size)
+    with Work(model) as our_work:
+        ours = score_mc_items(model, tok, items, batch_size=batch_size)
     ours_wall, ours_cpu = time.perf_counter() - w, time.process_time() - c
     w, c = time.perf_counter(), time.process_time()
-    flat = lm.loglikelihood(reqs, disable_tqdm=True)
+    with Work(model) as lm_work:
+        flat = lm.loglikelihood(reqs, disable_tqdm=True)
     lm_wall, lm_cpu = time.perf_counter() - w, time.process_time() - c
     theirs, k = [], 0
     for it in items:
@@ -113,6 +146,9 @@ def bench_mc(model, tok, task: str, n: int, batch_size: int, lm) -> dict:
     return {"task": task, "items": len(items), "requests": len(reqs), "load_avg_1m": load,
             "calmix": {"acc": acc, "acc_norm": acc_norm, "wall_s": ours_wall, "cpu_s": ours_cpu},
             "lm_eval": {"acc": lm_acc, "acc_norm": lm_acc_norm, "wall_s": lm_wall, "cpu_s": lm_cpu},
+            "work": {side: {"body_tokens": wk.body_tokens, "head_rows": wk.head_rows, "gflop": wk.flops / 1e9}
+                     for side, wk in (("calmix", our_work), ("lm_eval", lm_work))},
+            "work_ratio": lm_work.flops / our_work.flops,
             "identical_accuracy": acc == lm_acc and acc_norm == lm_acc_norm,
             "max_abs_logprob_diff": max(diffs), "speedup_wall": lm_wall / ours_wall, "speedup_cpu": lm_cpu / ours_cpu}
 
@@ -129,7 +165,9 @@ def bench_lmeval(model, tok, tasks: list[str], n: int, limits: dict[str, int], b
     lm = HFLM(pretrained=model, tokenizer=tok, batch_size=lm_batch_size, add_bos_token=False)
     print(f"\n== calmix scorer (batch {batch_size}) vs lm-eval {HFLM.__name__}.loglikelihood (batch {lm_batch_size}), "
           f"same items and strings, no BOS on either side")
-    print(f"{'task':<15}{'items':>6}{'calmix s':>10}{'lm-eval s':>10}{'speed-up':>9}{'cpu x':>7}"
+    print("work: lm-eval's forward FLOPs / calmix's (tokens through the body, padding included, and rows through the "
+          "head, counted by hooks), i.e. the speed-up of doing calmix's arithmetic at lm-eval's rate")
+    print(f"{'task':<15}{'items':>6}{'calmix s':>10}{'lm-eval s':>10}{'speed-up':>9}{'cpu x':>7}{'work':>7}"
           f"{'acc ours/lm':>15}{'acc_norm ours/lm':>19}{'same':>6}{'max|dlp|':>10}{'load':>6}")
     rows = []
     for task in tasks:
@@ -137,7 +175,7 @@ def bench_lmeval(model, tok, tasks: list[str], n: int, limits: dict[str, int], b
         rows.append(r)
         o, t = r["calmix"], r["lm_eval"]
         print(f"{task:<15}{r['items']:>6}{o['wall_s']:>10.1f}{t['wall_s']:>10.1f}{r['speedup_wall']:>8.2f}x"
-              f"{r['speedup_cpu']:>6.2f}x{o['acc']:>8.3f}/{t['acc']:.3f}{o['acc_norm']:>12.3f}/{t['acc_norm']:.3f}"
+              f"{r['speedup_cpu']:>6.2f}x{r['work_ratio']:>6.2f}x{o['acc']:>8.3f}/{t['acc']:.3f}{o['acc_norm']:>12.3f}/{t['acc_norm']:.3f}"
               f"{'yes' if r['identical_accuracy'] else 'NO':>6}{r['max_abs_logprob_diff']:>10.1e}"
               f"{r['load_avg_1m']:>6.1f}", flush=True)
     worst = min(rows, key=lambda r: r["speedup_wall"])

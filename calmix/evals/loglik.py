@@ -128,10 +128,13 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     return n
 
 
-def pack_groups(groups: Sequence[Group], limit: int, min_share: int = 4) -> list[list[int]]:
+def pack_groups(groups: Sequence[Group], limit: int, min_share: int = 4, attention_ratio: float = 0.0) -> list[list[int]]:
     """Indices of groups sharing a row: sorted by context so shared prefixes are adjacent, consecutive groups join a
-    row while their context shares at least min_share leading tokens with the previous one (a packed row costs
-    attention over its whole width, so unrelated groups stay apart) and the row's tokens stay within limit."""
+    row while their context shares at least min_share leading tokens with the previous one, the row's tokens stay
+    within limit and the tokens saved outweigh the attention added. A packed row pays attention over its whole
+    width under the tree mask, so joining a group of n tokens to a row of S, sharing s, adds
+    (S + n - s)² - S² - n² query-key pairs; attention_ratio prices one pair in tokens of linear work (see
+    attention_ratio; 0 ignores attention)."""
     order = sorted(range(len(groups)), key=lambda i: list(groups[i][0]))
     rows: list[list[int]] = []
     size = 0
@@ -139,7 +142,8 @@ def pack_groups(groups: Sequence[Group], limit: int, min_share: int = 4) -> list
         ctx, conts = groups[i]
         n = len(ctx) + sum(len(c) - 1 for c in conts)
         shared = common_prefix(groups[rows[-1][-1]][0], ctx) if rows else 0
-        if rows and shared >= min_share and size + n - shared <= limit:
+        added = (size + n - shared) ** 2 - size ** 2 - n ** 2
+        if rows and shared >= min_share and size + n - shared <= limit and shared > attention_ratio * added:
             rows[-1].append(i)
             size += n - shared
         else:
@@ -185,6 +189,18 @@ def attention_width(model) -> int:
     if not hidden or not layers or not weights:
         return 1 << 30
     return max(256, int(weights / (8 * hidden * layers)))
+
+
+def attention_ratio(model) -> float:
+    """Cost of one query-key pair of attention (4·hidden FLOPs per layer) in tokens of linear work (2 FLOPs per
+    decoder weight): 2·hidden·layers / decoder weights, about 3e-4 for a 135M model; 0 when the shape is unknown."""
+    cfg = _text_config(model)
+    hidden, layers = getattr(cfg, "hidden_size", None), getattr(cfg, "num_hidden_layers", None)
+    try:
+        weights = sum(p.numel() for layer in decoder_layers(model) for p in layer.parameters())
+    except CalmixError:
+        return 0.0
+    return 2 * hidden * layers / weights if hidden and layers and weights else 0.0
 
 
 def _score_positions(head, softcap, hidden: torch.Tensor, slots: torch.Tensor, targets: torch.Tensor,
@@ -388,7 +404,8 @@ def loglikelihood_groups(model, groups: Sequence[Group], batch_size: int = 16, d
     results: list[list[ContScore] | None] = [None] * len(prepared)
     bar = tqdm(total=len(prepared), desc=desc, disable=None if progress else True, leave=False)
     width = min(limit, max_tokens, attention_width(model)) if parts is not None else 0
-    rows = [[packable[k] for k in row] for row in pack_groups([prepared[i] for i in packable], width)]
+    rows = [[packable[k] for k in row]
+            for row in pack_groups([prepared[i] for i in packable], width, attention_ratio=attention_ratio(model))]
     trees = [prefix_tree([prepared[i] for i in row]) for row in rows]
     order = sorted(range(len(rows)), key=lambda r: -len(trees[r][0]))
     for run in length_batches([len(trees[r][0]) for r in order], batch_size, max_tokens):

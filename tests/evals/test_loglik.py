@@ -175,3 +175,23 @@ def test_attention_width_from_the_decoder_shape():
     weights = 4 * 256 * 256 + 3 * 256 * 2048 + 2 * 256
     assert attention_width(model) == weights // (8 * 256 * 1) == 896
     assert attention_width(tiny_llama()) == 256  # the floor: tiny decoders still pack short groups together
+
+
+def test_attention_ratio_from_the_decoder_shape():
+    """One query-key pair costs 4·hidden FLOPs per layer, a token of linear work 2 per decoder weight."""
+    from calmix.evals.loglik import attention_ratio
+    from calmix.models import tiny_llama
+
+    model = tiny_llama(hidden=256, layers=1, heads=4, kv_heads=4, intermediate=2048)
+    weights = 4 * 256 * 256 + 3 * 256 * 2048 + 2 * 256
+    assert attention_ratio(model) == pytest.approx(2 * 256 * 1 / weights)
+
+
+def test_pack_groups_weighs_the_prefix_saved_against_the_attention_added():
+    """Two groups of 108 tokens sharing 8 save 8 tokens but add 208² - 2·108² = 19,936 pairs: at 1e-3 tokens a
+    pair they stay apart; two of 100 sharing 90 join (110² - 2·100² < 0 pairs added)."""
+    short = [(list(range(8)) + [100 + j] * 40, [[1] * 61]) for j in range(2)]
+    long_ = [(list(range(90)) + [100 + j] * 9, [[1, 2]]) for j in range(2)]
+    assert pack_groups(short, limit=1000) == [[0, 1]]
+    assert pack_groups(short, limit=1000, attention_ratio=1e-3) == [[0], [1]]
+    assert pack_groups(long_, limit=1000, attention_ratio=1e-3) == [[0, 1]]
