@@ -85,7 +85,7 @@ class Work:
     hooks on the model itself, and the FLOPs they stand for (2 per weight per token; attention left out)."""
 
     def __init__(self, model) -> None:
-        self.model, self.body_tokens, self.head_rows = model, 0, 0
+        self.body_tokens, self.head_rows = 0, 0
         body, head = model.base_model, model.get_output_embeddings()
         self.body_flops = 2 * sum(p.numel() for p in body.parameters()) - 2 * body.get_input_embeddings().weight.numel()
         self.head_flops = 2 * head.weight.numel()

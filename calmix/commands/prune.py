@@ -13,6 +13,7 @@ from calmix.errors import CalmixError
 def register(sub: argparse._SubParsersAction) -> None:
     from calmix.calib.build import BOS_CHOICES, DEFAULT_BOS
     from calmix.prune import PRUNERS
+    from calmix.prune.config import HESSIAN_DTYPES
     from calmix.prune.engine import SEQUENTIAL, PruneConfig
     from calmix.prune.profile import PROFILES
     from calmix.publish import MASKS_FILE
@@ -43,7 +44,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sequential", default=PruneConfig.sequential, choices=list(SEQUENTIAL),
                    help="statistics of each linear from the dense layer ('layer') or from the outputs of the pruned "
                         f"linears before it in its layer ('linear'); default {PruneConfig.sequential}")
-    p.add_argument("--hessian-dtype", default=PruneConfig.hessian_dtype, choices=["float32", "model"],
+    p.add_argument("--hessian-dtype", default=PruneConfig.hessian_dtype, choices=list(HESSIAN_DTYPES),
                    help="SparseGPT's XᵀX products in fp32 (default), or in a 16-bit model's own dtype on its matrix "
                         "units (bf16 on CPUs with AVX512-BF16 or AMX), summed in fp32: about 2e-3 relative in H")
     p.add_argument("--include", action="append", default=None, help="fnmatch pattern of linears to prune (repeatable)")

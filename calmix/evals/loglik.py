@@ -175,32 +175,37 @@ def packed_limit(model) -> int:
     return min(limit, window) if isinstance(window, int) and window > 0 else limit
 
 
-def attention_width(model) -> int:
-    """Widest packed row worth joining groups into: where a row's attention (4·hidden·layers FLOPs per token per
-    token of width, computed densely under the tree mask) reaches a quarter of its linears' (2 FLOPs per decoder
-    weight per token); past it, a group is cheaper in a row of its own even if that repeats a shared prefix.
-    About 770 tokens for a 135M model, far above any row for an 8B one."""
+def _decoder_shape(model) -> tuple[int, int, int] | None:
+    """(hidden size, decoder layers, weights in the decoder layers), or None where one of them is unknown."""
     cfg = _text_config(model)
     hidden, layers = getattr(cfg, "hidden_size", None), getattr(cfg, "num_hidden_layers", None)
     try:
         weights = sum(p.numel() for layer in decoder_layers(model) for p in layer.parameters())
-    except CalmixError:  # no decoder layers found: no cap
+    except CalmixError:  # no decoder layers found
+        return None
+    return (hidden, layers, weights) if hidden and layers and weights else None
+
+
+def attention_width(model) -> int:
+    """Widest packed row worth joining groups into: where a row's attention (4·hidden·layers FLOPs per token per
+    token of width, computed densely under the tree mask) reaches a quarter of its linears' (2 FLOPs per decoder
+    weight per token); past it, a group is cheaper in a row of its own even if that repeats a shared prefix.
+    About 770 tokens for a 135M model, far above any row for an 8B one; no cap where the shape is unknown."""
+    shape = _decoder_shape(model)
+    if shape is None:
         return 1 << 30
-    if not hidden or not layers or not weights:
-        return 1 << 30
+    hidden, layers, weights = shape
     return max(256, int(weights / (8 * hidden * layers)))
 
 
 def attention_ratio(model) -> float:
     """Cost of one query-key pair of attention (4·hidden FLOPs per layer) in tokens of linear work (2 FLOPs per
     decoder weight): 2·hidden·layers / decoder weights, about 3e-4 for a 135M model; 0 when the shape is unknown."""
-    cfg = _text_config(model)
-    hidden, layers = getattr(cfg, "hidden_size", None), getattr(cfg, "num_hidden_layers", None)
-    try:
-        weights = sum(p.numel() for layer in decoder_layers(model) for p in layer.parameters())
-    except CalmixError:
+    shape = _decoder_shape(model)
+    if shape is None:
         return 0.0
-    return 2 * hidden * layers / weights if hidden and layers and weights else 0.0
+    hidden, layers, weights = shape
+    return 2 * hidden * layers / weights
 
 
 def _score_positions(head, softcap, hidden: torch.Tensor, slots: torch.Tensor, targets: torch.Tensor,

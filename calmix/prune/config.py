@@ -21,6 +21,10 @@ SEQUENTIAL.add("layer", "every linear's statistics from the dense layer's forwar
 SEQUENTIAL.add("linear", "each linear's statistics from the outputs of the pruned linears before it in its "
                          "layer, as SparseGPT's --true-sequential (each layer run once)")
 
+HESSIAN_DTYPES: Registry[str] = Registry("Hessian dtype")
+HESSIAN_DTYPES.add("float32", "SparseGPT's XᵀX products in fp32")
+HESSIAN_DTYPES.add("model", "XᵀX products in a 16-bit model's own dtype on its matrix units, summed in fp32")
+
 
 @dataclass
 class PruneConfig:
@@ -113,8 +117,7 @@ def validate_config(model: nn.Module, cfg: PruneConfig) -> None:
     if cfg.offload not in ("auto", "device", "cpu"):
         raise CalmixError(f"unknown offload '{cfg.offload}': choose auto, device or cpu")
     SEQUENTIAL.get(cfg.sequential)
-    if cfg.hessian_dtype not in ("float32", "model"):
-        raise CalmixError(f"unknown Hessian dtype '{cfg.hessian_dtype}': choose float32 or model")
+    HESSIAN_DTYPES.get(cfg.hessian_dtype)
     check_profile(cfg.sparsity_profile, m, cfg.owl_lambda, cfg.owl_m)
     if cfg.blocksize < 1 or cfg.batch_size < 1:
         raise CalmixError("blocksize and batch size must be positive integers")
