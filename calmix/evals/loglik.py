@@ -54,6 +54,37 @@ def length_batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> li
     return out
 
 
+def fill_batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> list[list[list[int]]]:
+    """Batches of bins of positions in lengths, widest first: a batch's first (widest remaining) item sets its width
+    w and allows min(max_rows, max_tokens // w) bins (at least one); later items, widest first, go to the first bin
+    with room (a bin's lengths sum to at most w), so short items fill what would have been padding."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    out: list[list[list[int]]] = []
+    while order:
+        width = lengths[order[0]]
+        nbins = max(1, min(max_rows, max_tokens // max(width, 1)))
+        bins: list[list[int]] = [[order[0]]]
+        room = [0]
+        rest: list[int] = []
+        for k, i in enumerate(order[1:], 1):
+            n = lengths[i]
+            b = next((b for b, r in enumerate(room) if r >= n), None)
+            if b is None and len(bins) < nbins:
+                bins.append([i])
+                room.append(width - n)
+            elif b is None:
+                rest.append(i)
+                if len(bins) == nbins and max(room) < lengths[order[-1]]:  # nothing left fits anywhere
+                    rest.extend(order[k + 1:])
+                    break
+            else:
+                bins[b].append(i)
+                room[b] -= n
+        out.append(bins)
+        order = rest
+    return out
+
+
 def max_context(model) -> int:
     """Longest sequence the model takes (its configured position limit, else 2048)."""
     cfg = getattr(model, "config", None)
@@ -230,11 +261,11 @@ def _score_positions(head, softcap, hidden: torch.Tensor, slots: torch.Tensor, t
 
 @torch.no_grad()
 def _score_packed_batch(model, parts, batch: Sequence[Sequence[Group]], device: torch.device,
-                        trees: Sequence[tuple] | None = None) -> list[list[list[ContScore]]]:
+                        trees: Sequence[tuple | None] | None = None) -> list[list[list[ContScore]]]:
     """Scores of a batch of packed rows, each row several groups (trees: their prefix_tree, computed if not given):
     per row, per group, per continuation."""
     body, head, softcap = parts
-    trees = trees if trees is not None else [prefix_tree(row) for row in batch]
+    trees = [tree if tree is not None else prefix_tree(row) for row, tree in zip(batch, trees or [None] * len(batch))]
     dtype = head.weight.dtype if head.weight.dtype.is_floating_point else torch.float32
     ids, _ = pad_rows([t[0] for t in trees])
     pos, _ = pad_rows([t[1] for t in trees])
@@ -382,7 +413,8 @@ def loglikelihood_groups(model, groups: Sequence[Group], batch_size: int = 16, d
     """Score every continuation of every (context ids, [continuation ids]) group; results in input order.
 
     Packed rows (groups sharing a context prefix share a row, see pack_groups) run widest first in batches of at
-    most batch_size rows and max_tokens padded tokens. packed=None uses packed rows where the model supports them
+    most batch_size rows and max_tokens padded tokens, rows shorter than the batch's widest sharing one where
+    padding would be (fill_batches). packed=None uses packed rows where the model supports them
     (see the module docstring); False forces the cached path, which runs batches of at most batch_size groups and
     their continuations in chunks of at most cont_rows rows.
     """
@@ -412,11 +444,11 @@ def loglikelihood_groups(model, groups: Sequence[Group], batch_size: int = 16, d
     rows = [[packable[k] for k in row]
             for row in pack_groups([prepared[i] for i in packable], width, attention_ratio=attention_ratio(model))]
     trees = [prefix_tree([prepared[i] for i in row]) for row in rows]
-    order = sorted(range(len(rows)), key=lambda r: -len(trees[r][0]))
-    for run in length_batches([len(trees[r][0]) for r in order], batch_size, max_tokens):
-        batch = [rows[order[k]] for k in run]
+    for bins in fill_batches([len(tree[0]) for tree in trees], batch_size, max_tokens):
+        # rows too short to fill the batch's width share one (their trees are disjoint unless they share a prefix)
+        batch = [[i for r in b for i in rows[r]] for b in bins]
         scored = _score_packed_batch(model, parts, [[prepared[i] for i in row] for row in batch], device,
-                                     [trees[order[k]] for k in run])
+                                     [trees[b[0]] if len(b) == 1 else None for b in bins])
         for row, res in zip(batch, scored):
             for i, r in zip(row, res):
                 results[i] = r

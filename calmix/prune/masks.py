@@ -82,14 +82,15 @@ def lowest_k_mask(scores: Tensor, k: int) -> Tensor:
         return torch.zeros_like(scores, dtype=torch.bool)
     if k >= flat.numel():
         return torch.ones_like(scores, dtype=torch.bool)
-    # Linear-time selection instead of a full sort: everything below the k-th value, then the ties at that
-    # value in index order (the same set a stable sort would give).
+    # Linear-time selection instead of a full sort: everything up to the k-th value; where ties at that value
+    # overshoot k, the highest-index ones are kept (the same set a stable sort would prune). Scores rarely tie,
+    # so the tie search is skipped unless the count is off.
     kth = kth_smallest(flat, k)
-    mask = flat < kth
-    missing = k - int(mask.sum())
-    if missing > 0:
-        ties = torch.nonzero(flat == kth).reshape(-1)[:missing]
-        mask[ties] = True
+    mask = flat <= kth
+    extra = int(mask.sum()) - k
+    if extra > 0:
+        ties = torch.nonzero(flat == kth).reshape(-1)[-extra:]
+        mask[ties] = False
     return mask.reshape(scores.shape)
 
 
@@ -104,7 +105,12 @@ def unstructured_mask(scores: Tensor, sparsity: float, per_row: bool = False) ->
     if k >= cols:
         return torch.ones(rows, cols, dtype=torch.bool, device=scores.device)
     # Per-row selection, then ties at each row's k-th value in index order: a stable sort's set, without the sort.
+    # Without ties, everything up to the k-th value is exactly k per row; the tie pass (as costly as the selection)
+    # runs only where a row counts more.
     kth = scores.kthvalue(k, dim=1, keepdim=True).values
+    mask = scores <= kth
+    if bool((mask.sum(dim=1) == k).all()):
+        return mask
     mask = scores < kth
     missing = k - mask.sum(dim=1, keepdim=True)
     ties = scores == kth

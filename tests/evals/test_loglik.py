@@ -7,8 +7,8 @@ import torch
 import transformers as tf
 
 from calmix.errors import CalmixError
-from calmix.evals.loglik import (_score_positions, loglikelihood_groups, pack_groups, packed_row, packed_supported,
-                                 prefix_tree, tree_allow)
+from calmix.evals.loglik import (_score_positions, fill_batches, loglikelihood_groups, pack_groups, packed_row,
+                                 packed_supported, prefix_tree, tree_allow)
 from tests.prune.test_architectures import ARCHS
 
 # Mixed context lengths, some longer than the sliding window (8) of the windowed architectures.
@@ -67,6 +67,30 @@ def test_pack_groups_joins_only_groups_sharing_a_prefix_within_the_limit():
     assert pack_groups(groups, limit=100) == [[1, 2], [3], [0, 4]]  # [1,2,8] shares 2 < 4 tokens with [1,2,3,4,6]
     assert pack_groups(groups, limit=100, min_share=2) == [[1, 2, 3], [0, 4]]
     assert pack_groups(groups, limit=6) == [[1], [2], [3], [0], [4]]  # 6 + 5 - 4 = 7 > 6 tokens
+
+
+def test_fill_batches_puts_short_rows_where_padding_would_be_by_hand():
+    lengths = [3, 10, 6, 2, 4, 9]  # widest first: 10, 9, 6, 4, 3, 2
+    # width 10, 3 bins: 9 and 6 open bins, 4 fills the 6's; nothing left fits, so 3 and 2 start a batch of width 3
+    assert fill_batches(lengths, max_rows=3, max_tokens=100) == [[[1], [5], [2, 4]], [[0], [3]]]
+    # 20 // 10 = 2 bins for 10 and 9; then width 6, 20 // 6 = 3 bins: 6 | 4 + 2 | 3
+    assert fill_batches(lengths, max_rows=16, max_tokens=20) == [[[1], [5]], [[2], [4, 3], [0]]]
+    assert fill_batches([50, 1], max_rows=16, max_tokens=20) == [[[0]], [[1]]]  # a row wider than max_tokens: alone
+    assert fill_batches([], 4, 10) == []
+
+
+def test_fill_batches_covers_every_row_once_within_the_limits():
+    g = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        lengths = torch.randint(1, 40, (int(torch.randint(1, 60, (1,), generator=g)),), generator=g).tolist()
+        batches = fill_batches(lengths, max_rows=5, max_tokens=120)
+        flat = sorted(i for bins in batches for b in bins for i in b)
+        assert flat == list(range(len(lengths)))
+        for bins in batches:
+            width = lengths[bins[0][0]]
+            assert width == max(lengths[i] for b in bins for i in b)
+            assert all(sum(lengths[i] for i in b) <= width for b in bins)
+            assert len(bins) <= max(1, min(5, 120 // width))
 
 
 def test_score_positions_matches_log_softmax_in_any_chunking():
