@@ -111,14 +111,13 @@ class Work:
     def flops(self) -> float:
         return self.body_tokens * self.body_flops + self.head_rows * self.head_flops
 
-
     def least(self, groups) -> float:
         """FLOPs of the least work an exact scorer with this forward can do on these (context, [continuation])
         token groups: every distinct prefix of the task's sequences once, no padding, the head once per distinct
         scored position (attention left out)."""
         from calmix.evals.loglik import prefix_tree
 
-        ids, _, _, score_at = prefix_tree([(list(c), [list(x) for x in cs]) for c, cs in groups])
+        ids, _, _, score_at = prefix_tree(groups)
         heads = {p for group in score_at for positions in group for p in positions}
         return len(ids) * self.body_flops + len(heads) * self.head_flops
 

@@ -74,7 +74,7 @@ def fill_batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> list
                 room.append(width - n)
             elif b is None:
                 rest.append(i)
-                if len(bins) == nbins and max(room) < lengths[order[-1]]:  # nothing left fits anywhere
+                if max(room) < lengths[order[-1]]:  # every bin is open and not even the shortest item fits
                     rest.extend(order[k + 1:])
                     break
             else:
