@@ -304,3 +304,17 @@ def test_blocked_hessian_accumulator_equals_one_product():
     ref = 2 * ref.t() @ ref / ref.shape[0]
     assert low.H.dtype == torch.float32
     assert float((low.H.double() - ref).norm() / ref.norm()) < 4e-3
+
+
+@pytest.mark.parametrize("n", [1, 7, 48])
+def test_upper_cholesky_of_inverse_is_the_factor_of_the_inverse(n):
+    """U upper with a positive diagonal and UᵀU = A⁻¹ (oracle: fp64 inverse), as the reference's three steps give."""
+    from calmix.prune.sparsegpt import _upper_cholesky_of_inverse
+
+    _, _, H = _correlated(cols=48)
+    A = H[:n, :n] + 0.01 * torch.eye(n, dtype=torch.float64)
+    U = _upper_cholesky_of_inverse(A)
+    assert torch.equal(U, U.triu()) and (U.diagonal() > 0).all()
+    torch.testing.assert_close(U.t() @ U, torch.linalg.inv(A), rtol=1e-9, atol=1e-12)
+    reference = torch.linalg.cholesky(torch.cholesky_inverse(torch.linalg.cholesky(A)), upper=True)
+    torch.testing.assert_close(U, reference, rtol=1e-9, atol=1e-12)
