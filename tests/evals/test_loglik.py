@@ -112,6 +112,20 @@ def test_score_positions_matches_log_softmax_in_any_chunking():
     assert torch.allclose(_score_positions(head, 2.0, hidden, slots, targets)[0], capped, atol=1e-6)
 
 
+def test_score_positions_greedy_on_ties_and_stable_on_large_logits():
+    v = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    head = torch.nn.Linear(4, 6, bias=False)
+    with torch.no_grad():  # tokens 2 and 5 score c|v|², the others 0.1 c|v|²: exact ties either way
+        head.weight.copy_(torch.stack([0.1 * v, 0.1 * v, v, 0.1 * v, 0.1 * v, v]))
+    hidden = torch.stack([v, -v]) * 100.0  # logits near ±1.4e3: a plain exp overflows
+    slots, targets = torch.tensor([0, 0, 0, 1, 1, 1]), torch.tensor([2, 5, 0, 0, 3, 2])
+    want = torch.log_softmax(head(hidden).double(), dim=-1)[slots, targets]
+    lp, hit = _score_positions(head, None, hidden, slots, targets)
+    assert torch.allclose(lp.double(), want, atol=1e-4)
+    # greedy means the first maximal token, as lm-eval's argmax check: 2 (not 5) for +v, 0 (not 3) for -v
+    assert hit.tolist() == [True, False, False, True, False, False]
+
+
 @pytest.mark.parametrize("packed", [None, False])
 @pytest.mark.parametrize("arch", sorted(ARCHS))
 def test_every_architecture_matches_a_plain_forward(arch, packed):
