@@ -115,7 +115,7 @@ class Work:
         """FLOPs of the least work an exact scorer with this forward can do on these (context, [continuation])
         token groups: every distinct prefix of the task's sequences once, no padding, the head once per distinct
         scored position (attention left out)."""
-        from calmix.evals.loglik import prefix_tree
+        from calmix.evals.packing import prefix_tree
 
         ids, _, _, score_at = prefix_tree(groups)
         heads = {p for group in score_at for positions in group for p in positions}

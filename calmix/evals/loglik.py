@@ -5,7 +5,9 @@ each distinct prefix once: a context and its continuations, continuations sharin
 contexts share a prefix (MMLU items with the same few-shot examples, Winogrande's two option-filled contexts) all
 share a row. Each token attends to its ancestors only (a 4D additive mask) at the position it has in its own
 sequence, so every score equals that of a plain forward of the sequence. The decoder runs once per row, and the
-output head runs only on the positions whose next token is scored. Models that cannot take such a row (a custom mask ignored, a sliding window shorter
+output head runs only on the positions whose next token is scored. Groups sharing a prefix too long for one row
+(MMLU's five-shot examples) run it once as a stem: its KV cache is computed once and every row of what follows
+attends to a copy of it. Models that cannot take such a row (a custom mask ignored, a sliding window shorter
 than the row) use the cached path: the context runs once, its KV cache is copied to each continuation.
 """
 
@@ -22,12 +24,11 @@ import torch
 from tqdm.auto import tqdm
 
 from calmix.errors import CalmixError
+from calmix.evals.packing import Group, fill_batches, length_batches, pack_groups, prefix_tree, stem_runs, tree_allow
 from calmix.lm import pad_rows
 from calmix.models import decoder_layers
 
 log = logging.getLogger(__name__)
-
-Group = tuple[list[int], Sequence[list[int]]]
 
 
 @dataclass(frozen=True)
@@ -37,52 +38,6 @@ class ContScore:
     logprob: float
     ntokens: int
     greedy: bool
-
-
-def length_batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> list[list[int]]:
-    """Consecutive runs of positions in lengths with at most max_rows rows and, unless a run is a single row,
-    at most max_tokens padded tokens (rows × longest); pass lengths sorted longest first for little padding."""
-    out: list[list[int]] = []
-    longest = 0
-    for i, n in enumerate(lengths):
-        if out and len(out[-1]) < max_rows and (len(out[-1]) + 1) * max(longest, n) <= max_tokens:
-            out[-1].append(i)
-            longest = max(longest, n)
-        else:
-            out.append([i])
-            longest = n
-    return out
-
-
-def fill_batches(lengths: Sequence[int], max_rows: int, max_tokens: int) -> list[list[list[int]]]:
-    """Batches of bins of positions in lengths, widest first: a batch's first (widest remaining) item sets its width
-    w and allows min(max_rows, max_tokens // w) bins (at least one); later items, widest first, go to the first bin
-    with room (a bin's lengths sum to at most w), so short items fill what would have been padding."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    out: list[list[list[int]]] = []
-    while order:
-        width = lengths[order[0]]
-        nbins = max(1, min(max_rows, max_tokens // max(width, 1)))
-        bins: list[list[int]] = [[order[0]]]
-        room = [0]
-        rest: list[int] = []
-        for k, i in enumerate(order[1:], 1):
-            n = lengths[i]
-            b = next((b for b, r in enumerate(room) if r >= n), None)
-            if b is None and len(bins) < nbins:
-                bins.append([i])
-                room.append(width - n)
-            elif b is None:
-                rest.append(i)
-                if max(room) < lengths[order[-1]]:  # every bin is open and not even the shortest item fits
-                    rest.extend(order[k + 1:])
-                    break
-            else:
-                bins[b].append(i)
-                room[b] -= n
-        out.append(bins)
-        order = rest
-    return out
 
 
 def max_context(model) -> int:
@@ -96,93 +51,6 @@ def max_context(model) -> int:
 
 
 # ---------------------------------------------------------------------------------------------- packed rows
-def prefix_tree(groups: Sequence[Group]) -> tuple[list[int], list[int], list[int], list[list[list[int]]]]:
-    """Several groups as one row holding every distinct prefix of their (context + continuation) sequences once.
-
-    Returns token ids, position ids (depth in the tree), the end of each node's subtree (nodes come in pre-order, so
-    node j's descendants are the positions j+1 .. end[j]-1) and, per group and continuation, the row positions whose
-    next-token distribution scores it. A sequence's last token is only a target, so it is never a node.
-    """
-    seqs = [(g, j, list(ctx) + list(c)) for g, (ctx, conts) in enumerate(groups) for j, c in enumerate(conts)]
-    # Inserted in lexicographic order, each new node extends the latest branch: creation order is pre-order.
-    order = sorted(range(len(seqs)), key=lambda s: seqs[s][2][:-1])
-    ids: list[int] = []
-    pos: list[int] = []
-    parent: list[int] = []
-    children: list[dict[int, int]] = []
-    roots: dict[int, int] = {}
-    paths: list[list[int]] = [[] for _ in seqs]
-    for s in order:
-        level, path = roots, paths[s]
-        for depth, tok in enumerate(seqs[s][2][:-1]):
-            node = level.get(tok)
-            if node is None:
-                node = level[tok] = len(ids)
-                ids.append(tok)
-                pos.append(depth)
-                parent.append(path[-1] if path else -1)
-                children.append({})
-            path.append(node)
-            level = children[node]
-    end = list(range(1, len(ids) + 1))
-    for node in range(len(ids) - 1, 0, -1):  # children come after their parent: one backward sweep
-        if parent[node] >= 0:
-            end[parent[node]] = max(end[parent[node]], end[node])
-    score_at: list[list[list[int]]] = [[[] for _ in conts] for _, conts in groups]
-    for s, (g, j, seq) in enumerate(seqs):
-        score_at[g][j] = [paths[s][k - 1] for k in range(len(groups[g][0]), len(seq))]
-    return ids, pos, end, score_at
-
-
-def tree_allow(end: Sequence[int]) -> torch.Tensor:
-    """The L×L attention permission of a pre-order prefix tree (True = may attend): each node sees its ancestors and
-    itself, i.e. node i attends to j when i lies in j's subtree [j, end[j])."""
-    ar = torch.arange(len(end))
-    return (ar[None, :] <= ar[:, None]) & (ar[:, None] < torch.tensor(list(end), dtype=torch.long)[None, :])
-
-
-def packed_row(ctx: Sequence[int], conts: Sequence[Sequence[int]]) -> tuple[list[int], list[int], torch.Tensor, list[list[int]]]:
-    """One row for a context and its continuations: token ids, position ids, the L×L attention permission
-    (True = may attend) and, per continuation, the row positions whose next-token distribution scores it
-    (continuations sharing leading tokens share those positions)."""
-    ids, pos, end, score_at = prefix_tree([(list(ctx), conts)])
-    return ids, pos, tree_allow(end), score_at[0]
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    """Number of leading tokens a and b share."""
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
-
-
-def pack_groups(groups: Sequence[Group], limit: int, min_share: int = 4, attention_ratio: float = 0.0) -> list[list[int]]:
-    """Indices of groups sharing a row: sorted by context so shared prefixes are adjacent, consecutive groups join a
-    row while their context shares at least min_share leading tokens with the previous one, the row's tokens stay
-    within limit and the tokens saved outweigh the attention added. A packed row pays attention over its whole
-    width under the tree mask, so joining a group of n tokens to a row of S, sharing s, adds
-    (S + n - s)² - S² - n² query-key pairs; attention_ratio prices one pair in tokens of linear work (see
-    attention_ratio; 0 ignores attention)."""
-    order = sorted(range(len(groups)), key=lambda i: list(groups[i][0]))
-    rows: list[list[int]] = []
-    size = 0
-    for i in order:
-        ctx, conts = groups[i]
-        n = len(ctx) + sum(len(c) - 1 for c in conts)
-        shared = common_prefix(groups[rows[-1][-1]][0], ctx) if rows else 0
-        added = (size + n - shared) ** 2 - size ** 2 - n ** 2
-        if rows and shared >= min_share and size + n - shared <= limit and shared > attention_ratio * added:
-            rows[-1].append(i)
-            size += n - shared
-        else:
-            rows.append([i])
-            size = n
-    return rows
-
-
 def _text_config(model):
     """The config of the language model (the text part of a multimodal config)."""
     cfg = model.config
@@ -266,21 +134,25 @@ def _score_positions(head, softcap, hidden: torch.Tensor, slots: torch.Tensor, t
 
 @torch.no_grad()
 def _score_packed_batch(model, parts, batch: Sequence[Sequence[Group]], device: torch.device,
-                        trees: Sequence[tuple | None] | None = None) -> list[list[list[ContScore]]]:
+                        trees: Sequence[tuple | None] | None = None, stem=None) -> list[list[list[ContScore]]]:
     """Scores of a batch of packed rows, each row several groups (trees: their prefix_tree, computed if not given):
-    per row, per group, per continuation."""
+    per row, per group, per continuation. stem = (KV cache, length) of a prefix every sequence of the batch starts
+    with (stem_cache, one row); the groups' contexts then hold only what follows it."""
     body, head, softcap = parts
     trees = [tree if tree is not None else prefix_tree(row) for row, tree in zip(batch, trees or [None] * len(batch))]
     dtype = head.weight.dtype if head.weight.dtype.is_floating_point else torch.float32
+    past = 0 if stem is None else stem[1]
     ids, _ = pad_rows([t[0] for t in trees])
     pos, _ = pad_rows([t[1] for t in trees])
     width = ids.shape[1]
     allow = torch.eye(width, dtype=torch.bool).repeat(len(trees), 1, 1)  # padding attends to itself only
     for b, (rid, _, rend, _) in enumerate(trees):
         allow[b, :len(rid), :len(rid)] = tree_allow(rend)
+    allow = torch.cat([torch.ones(len(trees), width, past, dtype=torch.bool), allow], dim=2)  # all see the stem
     mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min).unsqueeze(1)
-    hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=pos.to(device),
-                  use_cache=False).last_hidden_state
+    cache = {} if stem is None else {_cache_kwarg(body): copy.deepcopy(stem[0])}  # the forward extends the cache
+    hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=(pos + past).to(device),
+                  use_cache=stem is not None, **cache).last_hidden_state
     # Targets in continuation order; each distinct (row, position) is one slot and goes through the head once,
     # however many continuations it scores (shared prefixes score every continuation that extends them).
     slot: dict[tuple[int, int], int] = {}
@@ -303,39 +175,87 @@ def _score_packed_batch(model, parts, batch: Sequence[Sequence[Group]], device: 
             for row in spans]
 
 
+@torch.no_grad()
+def stem_cache(parts, ids: Sequence[int], device: torch.device):
+    """KV cache of the decoder body over one row of token ids (positions 0..len-1), for _score_packed_batch's stem."""
+    body = parts[0]
+    out = body(input_ids=torch.tensor([list(ids)], device=device), use_cache=True)
+    return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+
+
 _PACKED_OK: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
+_STEM_OK: "weakref.WeakKeyDictionary[torch.nn.Module, bool]" = weakref.WeakKeyDictionary()
 
 
 @torch.no_grad()
+def _probe_exact(model, stem: int) -> bool:
+    """Whether packed rows (on a cached stem of that many context tokens, if stem > 0) give a plain forward's
+    log-likelihoods on a short row."""
+    parts = _parts(model)
+    if parts is None:
+        return False
+    was_training = model.training
+    model.eval()  # dropout would make any two forwards disagree
+    try:
+        device = next(model.parameters()).device
+        vocab = parts[1].weight.shape[0]
+        ctx, conts = [1 % vocab, 7 % vocab, 3 % vocab], [[11 % vocab, 4 % vocab], [5 % vocab, 2 % vocab, 9 % vocab]]
+        cached = (stem_cache(parts, ctx[:stem], device), stem) if stem else None
+        got = _score_packed_batch(model, parts, [[(ctx[stem:], conts)]], device, stem=cached)[0][0]
+        tol = 1e-3 if parts[1].weight.dtype in (torch.float32, torch.float64) else 5e-2
+        ok = True
+        for c, g in zip(conts, got):
+            lp = torch.log_softmax(model(input_ids=torch.tensor([ctx + c], device=device)).logits[0].float(), -1)
+            want = float(sum(lp[len(ctx) - 1 + k, t] for k, t in enumerate(c)))
+            ok = ok and abs(want - g.logprob) <= tol * max(1.0, abs(g.logprob))
+        return ok
+    except Exception as exc:  # any model that rejects a custom mask, position ids or a cache with them
+        log.debug("packed scoring (stem %d) unsupported: %s", stem, exc)
+        return False
+    finally:
+        model.train(was_training)
+
+
 def packed_supported(model) -> bool:
     """Whether this model scores packed rows as a plain forward does (checked once per model on a short row)."""
-    if model in _PACKED_OK:
-        return _PACKED_OK[model]
-    ok = False
-    parts = _parts(model)
-    was_training = model.training
-    if parts is not None:
-        model.eval()  # dropout would make any two forwards disagree
-        try:
-            device = next(model.parameters()).device
-            vocab = parts[1].weight.shape[0]
-            ctx, conts = [1 % vocab, 7 % vocab, 3 % vocab], [[11 % vocab, 4 % vocab], [5 % vocab, 2 % vocab, 9 % vocab]]
-            got = _score_packed_batch(model, parts, [[(ctx, conts)]], device)[0][0]
-            tol = 1e-3 if parts[1].weight.dtype in (torch.float32, torch.float64) else 5e-2
-            ok = True
-            for c, g in zip(conts, got):
-                lp = torch.log_softmax(model(input_ids=torch.tensor([ctx + c], device=device)).logits[0].float(), -1)
-                want = float(sum(lp[len(ctx) - 1 + k, t] for k, t in enumerate(c)))
-                ok = ok and abs(want - g.logprob) <= tol * max(1.0, abs(g.logprob))
-        except Exception as exc:  # any model that rejects a custom mask or position ids: use the cached path
-            log.debug("packed scoring unsupported: %s", exc)
-            ok = False
-        finally:
-            model.train(was_training)
-    if not ok:
-        log.info("%s: continuations scored on a cached context (packed rows unsupported)", type(model).__name__)
-    _PACKED_OK[model] = ok
-    return ok
+    if model not in _PACKED_OK:
+        _PACKED_OK[model] = _probe_exact(model, stem=0)
+        if not _PACKED_OK[model]:
+            log.info("%s: continuations scored on a cached context (packed rows unsupported)", type(model).__name__)
+    return _PACKED_OK[model]
+
+
+def stems_supported(model) -> bool:
+    """Whether packed rows on a cached shared prefix (a stem) score as a plain forward does: packed rows work, the
+    model has no sliding window (a cache may drop what the window leaves) and the probe agrees."""
+    if model not in _STEM_OK:
+        _STEM_OK[model] = (packed_supported(model) and packed_limit(model) == max_context(model)
+                           and _probe_exact(model, stem=2))
+    return _STEM_OK[model]
+
+
+def _score_stem_run(model, parts, groups: Sequence[Group], stem: int, width: int,
+                    device: torch.device) -> list[list[ContScore]]:
+    """Scores of groups whose contexts share their first stem tokens: the stem runs once, then what follows it in
+    rows of at most width tokens, one row per forward on a copy of the stem's KV cache."""
+    cache = (stem_cache(parts, groups[0][0][:stem], device), stem)
+    rest = [(list(ctx[stem:]), conts) for ctx, conts in groups]
+    order = sorted(range(len(rest)), key=lambda k: rest[k][0])  # text shared past the stem lands in one row
+    rows: list[list[int]] = []
+    size = 0
+    for k in order:
+        n = len(rest[k][0]) + sum(len(c) - 1 for c in rest[k][1])
+        if rows and size + n <= width:
+            rows[-1].append(k)
+            size += n
+        else:
+            rows.append([k])
+            size = n
+    out: list[list[ContScore]] = [[] for _ in groups]
+    for row in rows:
+        for k, scores in zip(row, _score_packed_batch(model, parts, [[rest[k] for k in row]], device, stem=cache)[0]):
+            out[k] = scores
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- cached context
@@ -446,6 +366,15 @@ def loglikelihood_groups(model, groups: Sequence[Group], batch_size: int = 16, d
     results: list[list[ContScore] | None] = [None] * len(prepared)
     bar = tqdm(total=len(prepared), desc=desc, disable=None if progress else True, leave=False)
     width = min(limit, max_tokens, attention_width(model)) if parts is not None else 0
+    # Groups sharing a prefix too long to repeat (few-shot examples) and too long to share a row run it once.
+    runs = stem_runs([prepared[i] for i in packable], min_stem=max(1, width // 4)) if parts is not None else []
+    if runs and stems_supported(model):
+        for stem, members in runs:
+            idxs = [packable[k] for k in members]
+            for i, res in zip(idxs, _score_stem_run(model, parts, [prepared[i] for i in idxs], stem, width, device)):
+                results[i] = res
+            bar.update(len(idxs))
+        packable = [i for i in packable if results[i] is None]
     rows = [[packable[k] for k in row]
             for row in pack_groups([prepared[i] for i in packable], width, attention_ratio=attention_ratio(model))]
     trees = [prefix_tree([prepared[i] for i in row]) for row in rows]

@@ -7,8 +7,8 @@ import torch
 import transformers as tf
 
 from calmix.errors import CalmixError
-from calmix.evals.loglik import (_score_positions, fill_batches, loglikelihood_groups, pack_groups, packed_row,
-                                 packed_supported, prefix_tree, tree_allow)
+from calmix.evals.loglik import _score_positions, loglikelihood_groups, packed_supported, stems_supported
+from calmix.evals.packing import fill_batches, pack_groups, packed_row, prefix_tree, stem_runs, tree_allow
 from tests.prune.test_architectures import ARCHS
 
 # Mixed context lengths, some longer than the sliding window (8) of the windowed architectures.
@@ -153,6 +153,55 @@ def test_shared_prefix_rows_match_one_plain_forward_per_pair(arch):
                 assert r.logprob == pytest.approx(plain_logprob(model, ctx, cont), abs=1e-4)
                 lp = torch.log_softmax(model(input_ids=torch.tensor([ctx + cont])).logits[0].float(), -1)
                 assert r.greedy == all(int(lp[len(ctx) - 1 + k].argmax()) == t for k, t in enumerate(cont))
+
+
+def fewshot_groups() -> list:
+    """A few-shot prefix of 80 tokens shared by 14 groups whose tails (16..40 tokens) do not fit one 256-token row,
+    two of them sharing text past the prefix, one ending right after it, and two unrelated groups."""
+    g = torch.Generator().manual_seed(3)
+    shot = torch.randint(3, 128, (80,), generator=g).tolist()
+    tails = [torch.randint(3, 128, (int(n),), generator=g).tolist() for n in torch.randint(16, 41, (12,), generator=g)]
+    tails += [tails[0][:4] + [9, 9], [1]]
+    groups = [(shot + t, [[5], [6], [7, 8, 9]]) for t in tails]
+    groups += [([4, 2, 4], [[1, 2]]), (shot[:50], [[3]])]
+    return groups
+
+
+def test_stem_runs_by_hand():
+    stem = list(range(10, 20))
+    groups = [(stem + [1, 2], [[1]]), ([5, 5], [[1]]), (stem + [3], [[1]]), (stem[:6] + [0], [[1]]),
+              (stem + [1, 4], [[1]])]
+    # sorted by context: 3 (shares 6), then 0, 4, 2 (share 10, 11, 10); 1 apart
+    assert stem_runs(groups, min_stem=8) == [(10, [0, 2, 4])]
+    assert stem_runs(groups, min_stem=6) == [(6, [0, 2, 3, 4])]  # the stem stops short of context 3's last token
+    assert stem_runs(groups, min_stem=11) == [(11, [0, 4])]
+    assert stem_runs(groups, min_stem=12) == []
+    # a context that is the shared prefix itself keeps its last token: the stem is one shorter
+    assert stem_runs([(stem, [[1]]), (stem + [2], [[1]])], min_stem=9) == [(9, [0, 1])]
+    assert stem_runs([(stem, [[1]]), (stem + [2], [[1]])], min_stem=10) == []
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHS))
+def test_fewshot_prefix_runs_once_and_matches_a_plain_forward(arch):
+    """Oracle: one plain forward per pair; the shared prefix goes through the body once where stems are supported."""
+    torch.manual_seed(0)
+    model = ARCHS[arch]().eval()
+    groups = fewshot_groups()
+    windowed = getattr(model.config, "sliding_window", None) is not None
+    assert stems_supported(model) == (not windowed)
+    seen = []
+    hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: seen.append(i[0].numel()))
+    res = loglikelihood_groups(model, groups, batch_size=4)
+    hook.remove()
+    for (ctx, conts), got in zip(groups, res):
+        for cont, r in zip(conts, got):
+            assert r.ntokens == len(cont)
+            assert r.logprob == pytest.approx(plain_logprob(model, ctx, cont), abs=1e-4)
+            lp = torch.log_softmax(model(input_ids=torch.tensor([ctx + cont])).logits[0].float(), -1)
+            assert r.greedy == all(int(lp[len(ctx) - 1 + k].argmax()) == t for k, t in enumerate(cont))
+    if not windowed:  # the prefix runs once; in rows of their own, the tails' two rows would each repeat it (+80)
+        distinct = len(prefix_tree(groups)[0])
+        assert sum(seen) < distinct + 50 + 80, seen  # shot[:50] shares too little for a stem and runs again
 
 
 class _MaskDroppingModel(tf.LlamaForCausalLM):

@@ -216,7 +216,7 @@ def test_gsm8k_extraction_on_real_answers(shared):
 
 
 def test_length_batches_rows_and_token_budget():
-    from calmix.evals.loglik import length_batches
+    from calmix.evals.packing import length_batches
 
     assert length_batches([10, 9, 8, 2, 2, 2, 1], max_rows=3, max_tokens=100) == [[0, 1, 2], [3, 4, 5], [6]]
     # 3 rows of 10 would pad to 30 > 25 tokens: a new run starts; a single row longer than the budget still runs
