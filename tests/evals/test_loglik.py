@@ -29,6 +29,17 @@ def plain_logprob(model, ctx: list[int], cont: list[int]) -> float:
     return sum(float(lp[len(ctx) - 1 + k, t]) for k, t in enumerate(cont))
 
 
+def assert_plain(model, groups, res) -> None:
+    """Every score, token count and greedy flag equals one plain forward of its (context, continuation) pair."""
+    for (ctx, conts), got in zip(groups, res):
+        for cont, r in zip(conts, got):
+            assert r.ntokens == len(cont)
+            assert r.logprob == pytest.approx(plain_logprob(model, ctx, cont), abs=1e-4)
+            with torch.no_grad():
+                lp = torch.log_softmax(model(input_ids=torch.tensor([ctx + cont])).logits[0].float(), -1)
+            assert r.greedy == all(int(lp[len(ctx) - 1 + k].argmax()) == t for k, t in enumerate(cont))
+
+
 def test_packed_row_layout_by_hand():
     ids, pos, allow, score_at = packed_row([5, 6, 7], [[8], [9, 10, 11]])
     assert ids == [5, 6, 7, 9, 10]  # the last token of a continuation is only a target
@@ -146,13 +157,7 @@ def test_shared_prefix_rows_match_one_plain_forward_per_pair(arch):
     torch.manual_seed(0)
     model = ARCHS[arch]().eval()
     for batch_size in (1, 4):
-        res = loglikelihood_groups(model, SHARED, batch_size=batch_size)
-        for (ctx, conts), got in zip(SHARED, res):
-            for cont, r in zip(conts, got):
-                assert r.ntokens == len(cont)
-                assert r.logprob == pytest.approx(plain_logprob(model, ctx, cont), abs=1e-4)
-                lp = torch.log_softmax(model(input_ids=torch.tensor([ctx + cont])).logits[0].float(), -1)
-                assert r.greedy == all(int(lp[len(ctx) - 1 + k].argmax()) == t for k, t in enumerate(cont))
+        assert_plain(model, SHARED, loglikelihood_groups(model, SHARED, batch_size=batch_size))
 
 
 def fewshot_groups() -> list:
@@ -193,12 +198,7 @@ def test_fewshot_prefix_runs_once_and_matches_a_plain_forward(arch):
     hook = model.get_input_embeddings().register_forward_hook(lambda m, i, o: seen.append(i[0].numel()))
     res = loglikelihood_groups(model, groups, batch_size=4)
     hook.remove()
-    for (ctx, conts), got in zip(groups, res):
-        for cont, r in zip(conts, got):
-            assert r.ntokens == len(cont)
-            assert r.logprob == pytest.approx(plain_logprob(model, ctx, cont), abs=1e-4)
-            lp = torch.log_softmax(model(input_ids=torch.tensor([ctx + cont])).logits[0].float(), -1)
-            assert r.greedy == all(int(lp[len(ctx) - 1 + k].argmax()) == t for k, t in enumerate(cont))
+    assert_plain(model, groups, res)
     if not windowed:  # the prefix runs once; in rows of their own, the tails' two rows would each repeat it (+80)
         distinct = len(prefix_tree(groups)[0])
         assert sum(seen) < distinct + 50 + 80, seen  # shot[:50] shares too little for a stem and runs again
