@@ -148,7 +148,8 @@ def _score_packed_batch(model, parts, batch: Sequence[Sequence[Group]], device: 
     allow = torch.eye(width, dtype=torch.bool).repeat(len(trees), 1, 1)  # padding attends to itself only
     for b, (rid, _, rend, _) in enumerate(trees):
         allow[b, :len(rid), :len(rid)] = tree_allow(rend)
-    allow = torch.cat([torch.ones(len(trees), width, past, dtype=torch.bool), allow], dim=2)  # all see the stem
+    if past:  # every token sees the whole stem
+        allow = torch.cat([torch.ones(len(trees), width, past, dtype=torch.bool), allow], dim=2)
     mask = torch.zeros(allow.shape, dtype=dtype).masked_fill_(~allow, torch.finfo(dtype).min).unsqueeze(1)
     cache = {} if stem is None else {_cache_kwarg(body): copy.deepcopy(stem[0])}  # the forward extends the cache
     hidden = body(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=(pos + past).to(device),
@@ -179,7 +180,11 @@ def _score_packed_batch(model, parts, batch: Sequence[Sequence[Group]], device: 
 def stem_cache(parts, ids: Sequence[int], device: torch.device):
     """KV cache of the decoder body over one row of token ids (positions 0..len-1), for _score_packed_batch's stem."""
     body = parts[0]
-    out = body(input_ids=torch.tensor([list(ids)], device=device), use_cache=True)
+    return _returned_cache(body(input_ids=torch.tensor([list(ids)], device=device), use_cache=True))
+
+
+def _returned_cache(out):
+    """The KV cache a forward returned (transformers renamed past_key_values to cache)."""
     return out.cache if getattr(out, "cache", None) is not None else out.past_key_values
 
 
@@ -293,7 +298,7 @@ def _score_cached_batch(model, batch: Sequence[Group], device: torch.device, con
     else:
         first_logits = logits[torch.arange(len(ctxs)), where.to(logits.device)]
     first_lp = torch.log_softmax(first_logits.float(), dim=-1)
-    cache = out.cache if getattr(out, "cache", None) is not None else out.past_key_values
+    cache = _returned_cache(out)
     rows = [(r, c) for r, (_, conts) in enumerate(batch) for c in conts]
     row_group = torch.tensor([r for r, _ in rows])
     tails: dict[int, torch.Tensor] = {}  # row -> log-probs of its continuation tokens after the first
@@ -366,7 +371,7 @@ def loglikelihood_groups(model, groups: Sequence[Group], batch_size: int = 16, d
     results: list[list[ContScore] | None] = [None] * len(prepared)
     bar = tqdm(total=len(prepared), desc=desc, disable=None if progress else True, leave=False)
     width = min(limit, max_tokens, attention_width(model)) if parts is not None else 0
-    # Groups sharing a prefix too long to repeat (few-shot examples) and too long to share a row run it once.
+    # Groups sharing a prefix of a quarter row or more (few-shot examples) run it once, as a stem.
     runs = stem_runs([prepared[i] for i in packable], min_stem=max(1, width // 4)) if parts is not None else []
     if runs and stems_supported(model):
         for stem, members in runs:
